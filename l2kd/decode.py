@@ -191,3 +191,33 @@ def generate_pseudo(model, prompts_by_task: dict[str, int], counts: dict[str, in
         samples.append((task, prompt[0], parsed[0], parsed[1]))
     pstats.kept = len(samples)
     return samples, pstats
+
+
+@torch.no_grad()
+def decode_reference(model, prompt: list[int], max_new: int, *, eos: int, max_total: int,
+                     settings: DecodeSettings, device: torch.device,
+                     generator: torch.Generator | None = None, stats: DecodeStats | None = None) -> list[int]:
+    """The reference's way: one sequence, the whole prefix re-run every step, no KV cache.
+
+    The benchmark's baseline and the tests' oracle for `decode`.
+    """
+    was_training = model.training
+    model.eval()
+    seq = list(prompt)
+    new: list[int] = []
+    try:
+        while len(new) < max_new and len(seq) < max_total:
+            logits = model(torch.tensor([seq], device=device)).logits[:, -1]
+            tok = int(pick_next(logits, settings, generator)[0])
+            if stats is not None:
+                stats.forward_calls += 1
+            if tok == eos:
+                break
+            new.append(tok)
+            seq.append(tok)
+    finally:
+        model.train(was_training)
+    if stats is not None:
+        stats.sequences += 1
+        stats.new_tokens += len(new)
+    return new

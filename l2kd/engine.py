@@ -20,10 +20,13 @@ import socket
 import torch
 
 from .config import TrainingConfig
+from .model import TargetLogits
 
 log = logging.getLogger(__name__)
 
-_DIST_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+if not torch.cuda.is_available():  # before anything (transformers included) imports DeepSpeed
+    os.environ.setdefault("DS_ACCELERATOR", "cpu")
+
 
 
 def free_port() -> int:
@@ -34,8 +37,6 @@ def free_port() -> int:
 
 def ensure_distributed(device: torch.device) -> None:
     """Initialise the (single-process) distributed group once per process."""
-    if device.type == "cpu":
-        os.environ.setdefault("DS_ACCELERATOR", "cpu")
     import deepspeed
     import torch.distributed as dist
 
@@ -71,7 +72,7 @@ def param_groups(model: torch.nn.Module, weight_decay: float, decay_layernorm: b
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        is_ln = ".ln_" in name or name.startswith("ln_") or "ln_f" in name
+        is_ln = ".ln_" in name or "ln_f." in name
         (no_decay if name.endswith("bias") or (is_ln and not decay_layernorm) else decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay},
             {"params": no_decay, "weight_decay": 0.0}]
@@ -89,14 +90,16 @@ class Engine:
         optimizer = torch.optim.AdamW(groups, lr=training.lr, eps=training.adam_eps,
                                       betas=(0.9, 0.999), fused=device.type == "cuda")
         self.ds, self.optimizer, _, _ = deepspeed.initialize(
-            model=model, optimizer=optimizer, config=ds_config(training, precision))
+            model=TargetLogits(model), optimizer=optimizer, config=ds_config(training, precision))
 
     @property
     def module(self) -> torch.nn.Module:
-        return self.ds.module
+        """The GPT-2 being trained (for decoding and saving)."""
+        return self.ds.module.gpt2
 
-    def logits(self, input_ids: torch.Tensor) -> torch.Tensor:
-        return self.ds(input_ids, use_cache=False).logits
+    def logits(self, input_ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """GPT-2's logits at the flat `positions` of `input_ids`, shape (len(positions), vocab)."""
+        return self.ds(input_ids, positions)
 
     def backward(self, loss: torch.Tensor) -> None:
         self.ds.backward(loss)

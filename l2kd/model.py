@@ -89,3 +89,20 @@ def load_weights(folder: Path) -> GPT2LMHeadModel:
         raise RuntimeError(f"{folder}: weights do not match the config ({missing[:3]} {unexpected[:3]})")
     model.tie_weights()
     return model
+
+
+class TargetLogits(torch.nn.Module):
+    """GPT-2 whose forward returns LM-head logits only at chosen flat positions of its input.
+
+    The head is the costly part of a small GPT-2's step (a 50k-word vocabulary), and the losses read
+    logits only at target positions: the answer + EOS of QA rows and the real tokens of LM rows.
+    The values are exactly GPT-2's logits at those positions. DeepSpeed wraps this module.
+    """
+
+    def __init__(self, gpt2: GPT2LMHeadModel):
+        super().__init__()
+        self.gpt2 = gpt2
+
+    def forward(self, input_ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        hidden = self.gpt2.transformer(input_ids=input_ids, use_cache=False).last_hidden_state
+        return self.gpt2.lm_head(hidden.flatten(0, 1).index_select(0, positions))

@@ -17,7 +17,6 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 import yaml
 
 from .checkpoint import Checkpoint, latest_checkpoint, read_checkpoint, save_checkpoint
@@ -83,16 +82,15 @@ def trial_log(workdir: Path) -> Iterator[None]:
 
 
 # --------------------------------------------------------------------------- training
-def forward(engine: Engine, batch, uses_lm: bool, fused: bool, pad: int):
-    """QA logits over cqa and LM logits over gen_X; with `fused`, one forward call for both
-    (cqa right-padded by one position to stack with gen_X; causal attention makes that exact)."""
-    if not uses_lm:
-        return engine.logits(batch.cqa), None
-    if fused:
-        B, L = batch.cqa.shape
-        logits = engine.logits(torch.cat([F.pad(batch.cqa, (0, 1), value=pad), batch.gen_X]))
-        return logits[:B, :L], logits[B:]
-    return engine.logits(batch.cqa), engine.logits(batch.gen_X)
+def forward(engine: Engine, batch, fused: bool) -> torch.Tensor:
+    """Logits at the batch's target positions: QA positions first, then LM positions. With `fused`
+    the QA and LM rows share one forward call; otherwise two calls, as the reference did."""
+    if fused or not batch.with_lm:
+        return engine.logits(batch.inputs, batch.positions)
+    B, W = batch.n_examples, batch.inputs.shape[1]
+    qa = engine.logits(batch.inputs[:B], batch.positions[: batch.n_qa])
+    lm = engine.logits(batch.inputs[B:], batch.positions[batch.n_qa:] - B * W)
+    return torch.cat([qa, lm])
 
 
 def plan_epoch(rows: list[TrainRow], training: TrainingConfig, rng: np.random.Generator) -> list[np.ndarray]:
@@ -117,8 +115,8 @@ def train_stage(ctx: TrialContext, method: Method, engine: Engine, rows: list[Tr
     for epoch, plan in enumerate(plans):
         for idx in plan:
             batch = collate([rows[i] for i in idx], pad, with_lm=method.uses_lm).to(ctx.device)
-            qa_logits, lm_logits = forward(engine, batch, method.uses_lm, t.fused_qa_lm, pad)
-            terms = method.loss_terms(ctx, batch, qa_logits, lm_logits)
+            logits = forward(engine, batch, t.fused_qa_lm)
+            terms = method.loss_terms(ctx, batch, logits)
             loss = sum(terms.values())
             engine.backward(loss)
             method.after_backward(ctx)
@@ -186,6 +184,8 @@ def run_trial(cfg: TrialConfig, workdir: str | Path, *, teachers: dict[str, Path
         raise ArtifactError(f"method {cfg.method.name}: no teacher given for {', '.join(missing)}")
     train, test = _load_data(cfg)  # every input validated before anything is written
     ckpt = _resume_point(cfg, workdir, Path(resume_from) if resume_from else None) if resume else None
+    emit("start", trial=cfg.name, method=cfg.method.name, tasks=list(cfg.tasks), seed=cfg.seed,
+         workdir=workdir, device=str(device), precision=precision)
     workdir.mkdir(parents=True, exist_ok=True)
     write_text(workdir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 

@@ -57,38 +57,63 @@ def token_batches(lengths: list[int], tokens_per_batch: int, rng: np.random.Gene
 
 @dataclass
 class Batch:
-    """Padded tensors of one step. gen_X/gen_Y are one position longer than cqa/Y (the task token)."""
+    """One step's tensors. The forward pass runs `inputs` once: the QA rows (cqa, right-padded) and,
+    for methods with an LM loss, the LM rows (gen_X) stacked under them. Losses need logits only where
+    a target exists, so the LM head runs only at `positions` (flat indices into `inputs`, answer + EOS
+    of the QA rows, then every real position of the LM rows). All indices are built here on the host
+    and travel with the batch, so the training loop never reads anything back from the device."""
 
-    cqa: torch.Tensor  # (B, L)
-    Y: torch.Tensor  # (B, L)
-    gen_X: torch.Tensor | None  # (B, L + 1); None for QA-only methods
-    gen_Y: torch.Tensor | None  # (B, L + 1)
+    inputs: torch.Tensor  # (B, W) or (2B, W) token ids
+    positions: torch.Tensor  # (Nq + Nl,) flat indices into inputs where logits are needed
+    n_qa: int  # the first n_qa positions belong to the QA loss, the rest to the LM loss
+    targets: torch.Tensor  # (Nq + Nl,) the token to predict at each position
+    row: torch.Tensor  # (Nq + Nl,) which example (0..B-1) each position belongs to
     is_pseudo: torch.Tensor  # (B,) bool
     n_examples: int
-    n_tokens: int  # real (unpadded) tokens of the rows the forward pass reads
+    n_tokens: int  # real tokens the forward pass reads
+    with_lm: bool
 
     def to(self, device: torch.device) -> "Batch":
-        def move(t):
-            return t.to(device, non_blocking=True) if t is not None else None
+        move = lambda t: t.to(device, non_blocking=True)  # noqa: E731
+        return Batch(move(self.inputs), move(self.positions), self.n_qa, move(self.targets),
+                     move(self.row), move(self.is_pseudo), self.n_examples, self.n_tokens, self.with_lm)
 
-        return Batch(move(self.cqa), move(self.Y), move(self.gen_X), move(self.gen_Y),
-                     move(self.is_pseudo), self.n_examples, self.n_tokens)
+    @property
+    def qa_targets(self) -> torch.Tensor:
+        return self.targets[: self.n_qa]
 
+    @property
+    def lm_targets(self) -> torch.Tensor:
+        return self.targets[self.n_qa:]
 
-def _pad(seqs: list[tuple[int, ...]], width: int, value: int) -> torch.Tensor:
-    out = torch.full((len(seqs), width), value, dtype=torch.long)
-    for r, s in enumerate(seqs):
-        out[r, :len(s)] = torch.tensor(s, dtype=torch.long)
-    return out
+    def pseudo_mask(self, part: str) -> torch.Tensor:
+        """Per position of the 'qa' or 'lm' part: does it belong to a pseudo sample?"""
+        rows = self.row[: self.n_qa] if part == "qa" else self.row[self.n_qa:]
+        return self.is_pseudo[rows]
 
 
 def collate(rows: list[TrainRow], pad: int, *, with_lm: bool) -> Batch:
-    width = max(len(r.cqa) for r in rows)
+    B = len(rows)
+    width = max(len(r.gen_X) if with_lm else len(r.cqa) for r in rows)
+    inputs = torch.full((2 * B if with_lm else B, width), pad, dtype=torch.long)
+    positions, targets, owner = [], [], []
+    for b, r in enumerate(rows):
+        inputs[b, :len(r.cqa)] = torch.tensor(r.cqa)
+        for t, y in enumerate(r.Y):
+            if y != IGNORE:
+                positions.append(b * width + t)
+                targets.append(y)
+                owner.append(b)
+    n_qa = len(positions)
+    if with_lm:
+        for b, r in enumerate(rows):
+            inputs[B + b, :len(r.gen_X)] = torch.tensor(r.gen_X)
+            for t, y in enumerate(r.gen_Y):
+                if y != IGNORE:
+                    positions.append((B + b) * width + t)
+                    targets.append(y)
+                    owner.append(b)
     n_tok = sum(len(r.cqa) for r in rows) + (sum(len(r.gen_X) for r in rows) if with_lm else 0)
-    return Batch(
-        cqa=_pad([r.cqa for r in rows], width, pad),
-        Y=_pad([r.Y for r in rows], width, IGNORE),
-        gen_X=_pad([r.gen_X for r in rows], width + 1, pad) if with_lm else None,
-        gen_Y=_pad([r.gen_Y for r in rows], width + 1, IGNORE) if with_lm else None,
-        is_pseudo=torch.tensor([r.is_pseudo for r in rows], dtype=torch.bool),
-        n_examples=len(rows), n_tokens=n_tok)
+    return Batch(inputs, torch.tensor(positions, dtype=torch.long), n_qa,
+                 torch.tensor(targets, dtype=torch.long), torch.tensor(owner, dtype=torch.long),
+                 torch.tensor([r.is_pseudo for r in rows], dtype=torch.bool), B, n_tok, with_lm)

@@ -4,7 +4,7 @@
     replay(ctx, tasks)        -> rows   before the stage's task tokens exist (LAMOL samples here)
     train_rows(ctx, tasks)    -> rows   the stage's own rows (Seq-KD swaps in teacher answers)
     begin_training(ctx, tasks)          the model is on its device; load teachers, anchors, memories
-    loss_terms(ctx, batch, qa, lm) -> {name: tensor}   summed by the trial, each logged
+    loss_terms(ctx, batch, logits) -> {name: tensor}   summed by the trial, each logged
     after_backward(ctx)                 gradients exist (GEM projects them)
     end_stage(ctx, tasks)               training done (EWC/MAS importance, GEM memories)
     state_dict() / load_state_dict()    everything a task-boundary checkpoint must carry
@@ -67,9 +67,9 @@ class Method:
     def begin_training(self, ctx: TrialContext, tasks: tuple[str, ...]) -> None:
         pass
 
-    def loss_terms(self, ctx: TrialContext, batch: Batch, qa_logits: torch.Tensor,
-                   lm_logits: torch.Tensor | None) -> dict[str, torch.Tensor]:
-        return {"qa": token_ce(qa_logits, batch.Y)}
+    def loss_terms(self, ctx: TrialContext, batch: Batch, logits: torch.Tensor) -> dict[str, torch.Tensor]:
+        """`logits` holds one row per target position: batch.n_qa QA positions, then LM positions."""
+        return {"qa": token_ce(logits[: batch.n_qa], batch.qa_targets)}
 
     def after_backward(self, ctx: TrialContext) -> None:
         pass
@@ -97,9 +97,9 @@ class QALMMethod(Method):
     def _weights(self, ctx: TrialContext, vocab: int) -> torch.Tensor:
         return ans_weighted(vocab, ctx.tokenizer.ids.ans, self.p.ans_weight, ctx.device)
 
-    def loss_terms(self, ctx, batch, qa_logits, lm_logits):
-        w = self._weights(ctx, qa_logits.shape[-1])
-        terms = {"qa": token_ce(qa_logits, batch.Y, w)}
+    def loss_terms(self, ctx, batch, logits):
+        w = self._weights(ctx, logits.shape[-1])
+        terms = {"qa": token_ce(logits[: batch.n_qa], batch.qa_targets, w)}
         if self.uses_lm:
-            terms["lm"] = self.p.lm_lambda * token_ce(lm_logits, batch.gen_Y, w)
+            terms["lm"] = self.p.lm_lambda * token_ce(logits[batch.n_qa:], batch.lm_targets, w)
         return terms

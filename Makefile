@@ -1,0 +1,21 @@
+# The two commands of the README:  `make demo` (set up + the main job)  and  `make test`.
+# Both install what is missing into the current Python environment first.
+PYTHON ?= python3
+TORCH_CPU ?= torch==2.13.0
+
+.PHONY: setup demo test
+setup: .setup-stamp
+
+# torch first (a local CPU build here; an installed torch, e.g. a GPU build, is kept), then DeepSpeed
+# without build isolation so its build sees that torch instead of fetching CUDA wheels, then us.
+.setup-stamp: pyproject.toml
+	$(PYTHON) -c "import torch" 2>/dev/null || $(PYTHON) -m pip install "$(TORCH_CPU)"
+	$(PYTHON) -c "import deepspeed" 2>/dev/null || $(PYTHON) -m pip install --no-build-isolation "deepspeed>=0.16"
+	$(PYTHON) -m pip install -e ".[dev]"
+	touch $@
+
+demo: setup
+	$(PYTHON) cli.py train grids/trials/demo.yaml
+
+test: setup
+	$(PYTHON) -m pytest -q

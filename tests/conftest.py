@@ -1,0 +1,45 @@
+"""Shared fixtures. Real-data tests use ../shared/data when it exists and skip with a reason when not."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("L2KD_SHARED", REPO.parent / "shared")) / "data"
+NLG_DIR = SHARED / "l2kd-nlg"
+GPT2_TOKENIZER = SHARED / "gpt2-tokenizer"
+
+needs_shared = pytest.mark.skipif(not NLG_DIR.is_dir() or not GPT2_TOKENIZER.is_dir(),
+                                  reason=f"real data not found at {SHARED}")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_cache(tmp_path_factory):
+    """Synthetic benchmark files go to a per-session folder, not the user's cache."""
+    os.environ["L2KD_CACHE"] = str(tmp_path_factory.mktemp("l2kd-cache"))
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    yield
+
+
+def tiny_trial(**over) -> dict:
+    """A trial config dict that trains in seconds on a CPU."""
+    cfg = {
+        "name": "t",
+        "tasks": ["synth.nlg", "synth.sentiment"],
+        "method": "lamol",
+        "seed": 7,
+        "data": {"dir": "builtin", "max_train_examples": 48, "max_test_examples": 12},
+        "model": {"config": {"n_layer": 1, "n_embd": 32, "n_head": 2, "n_positions": 96}},
+        "training": {"epochs": 1, "lr": 1e-3, "log_every": 5, "threads": 1},
+        "eval": {"before_training": False},
+    }
+    for key, value in over.items():
+        node = cfg
+        parts = key.split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+        node[parts[-1]] = value
+    return cfg

@@ -1,0 +1,77 @@
+"""The command line: bad input gives one clear line, exit code 2, and nothing written."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO
+
+
+def cli(*args, cwd=None):
+    return subprocess.run([sys.executable, str(REPO / "cli.py"), *args], capture_output=True, text=True,
+                          cwd=cwd or REPO, timeout=300)
+
+
+def write_config(tmp_path, body: str):
+    p = tmp_path / "trial.yaml"
+    p.write_text(body)
+    return p
+
+
+def one_line_error(res, *fragments):
+    assert res.returncode == 2, res.stderr
+    lines = [l for l in res.stderr.splitlines() if l.strip()]
+    assert len(lines) == 1, res.stderr
+    assert lines[0].startswith("error: ")
+    for f in fragments:
+        assert f in lines[0], lines[0]
+    assert "Traceback" not in res.stderr
+
+
+@pytest.mark.parametrize("body, fragments", [
+    ("tasks: [e2enlgg]\nmethod: lamol\n", ["trial.yaml", "tasks", "did you mean 'e2enlg'"]),
+    ("tasks: [synth.nlg]\nmethod: lamoll\n", ["trial.yaml", "method", "did you mean 'lamol'"]),
+    ("tasks: [synth.nlg]\nmethod: lamol\ntraining: {epoch: 3}\n", ["training.epoch", "unknown key"]),
+    ("tasks: [synth.nlg\n", ["not valid YAML"]),
+])
+def test_bad_config(tmp_path, body, fragments):
+    cfg = write_config(tmp_path, body)
+    res = cli("train", str(cfg), "--out", str(tmp_path / "out"))
+    one_line_error(res, *fragments)
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_data_file(tmp_path):
+    cfg = write_config(tmp_path, f"tasks: [e2enlg]\nmethod: lamol\ndata: {{dir: {tmp_path}}}\n")
+    res = cli("train", str(cfg), "--out", str(tmp_path / "out"))
+    one_line_error(res, "e2enlg_to_squad-train-v2.0.json", "no such file")
+    assert not (tmp_path / "out").exists()
+
+
+def test_malformed_data_file(tmp_path):
+    (tmp_path / "e2enlg_to_squad-train-v2.0.json").write_text(json.dumps(
+        {"data": [{"paragraphs": [{"context": "c", "qas": [{"question": "q", "answers": "oops"}]}]}]}))
+    (tmp_path / "e2enlg_to_squad-test-v2.0.json").write_text("{}")
+    cfg = write_config(tmp_path, f"tasks: [e2enlg]\nmethod: lamol\ndata: {{dir: {tmp_path}}}\n")
+    res = cli("train", str(cfg), "--out", str(tmp_path / "out"))
+    one_line_error(res, "e2enlg_to_squad-train-v2.0.json", "data[0].paragraphs[0].qas[0]", "'answers' must be a list")
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_config_file(tmp_path):
+    one_line_error(cli("train", str(tmp_path / "nope.yaml")), "nope.yaml", "no such file")
+
+
+def test_train_runs_and_prints_R(tmp_path):
+    cfg = write_config(tmp_path, """
+tasks: [synth.sentiment]
+method: single
+data: {max_train_examples: 16, max_test_examples: 4}
+model: {config: {n_layer: 1, n_embd: 32, n_head: 2, n_positions: 64}}
+training: {epochs: 1, lr: 1.0e-3}
+""")
+    res = cli("train", str(cfg), "--out", str(tmp_path / "out"), "--quiet")
+    assert res.returncode == 0, res.stderr
+    assert "synth.sentiment" in res.stdout and (tmp_path / "out" / "results.json").exists()

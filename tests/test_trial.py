@@ -1,0 +1,102 @@
+"""Whole trials on the built-in benchmark with a tiny model: determinism, resume, methods."""
+
+import json
+
+import pytest
+import torch
+
+from l2kd.config import trial_config
+from l2kd.context import TrialContext
+from l2kd.data.batching import collate
+from l2kd.data.synthetic import generate
+from l2kd.errors import ArtifactError
+from l2kd.results import TrialResult
+from l2kd.tokenizer import Tokenizer
+from l2kd.trial import forward, run_trial
+
+from conftest import tiny_trial
+
+
+class Crash(RuntimeError):
+    pass
+
+
+def test_same_config_and_seed_give_the_same_R(tmp_path):
+    cfg = trial_config(tiny_trial())
+    a = run_trial(cfg, tmp_path / "a")
+    b = run_trial(cfg, tmp_path / "b")
+    assert a.R == b.R and a.metrics == b.metrics
+    assert len(a.R) == 2 and a.complete
+    c = run_trial(trial_config(tiny_trial(seed=8)), tmp_path / "c")
+    assert c.metrics != a.metrics
+
+
+def test_outputs_on_disk(tmp_path):
+    result = run_trial(trial_config(tiny_trial()), tmp_path)
+    saved = TrialResult.load(tmp_path)
+    assert saved.R == result.R and saved.config["seed"] == 7 and "torch" in saved.versions
+    preds = (tmp_path / "predictions" / "stage-01" / "synth.nlg.jsonl").read_text().splitlines()
+    assert len(preds) == 12 and {"prediction", "references", "rouge1"} <= set(json.loads(preds[0]))
+    assert (tmp_path / "pseudo" / "stage-01.jsonl").exists()
+    info = saved.stage_info[1]["replay"]
+    assert info["requested"] == 10  # ceil(0.2 x 48)
+    assert (tmp_path / "config.yaml").exists() and (tmp_path / "trial.log").exists()
+
+
+def test_interrupted_trial_resumes_at_the_task_boundary_with_the_same_R(tmp_path):
+    cfg = trial_config(tiny_trial())
+    whole = run_trial(cfg, tmp_path / "whole")
+
+    def fail_in_second_task(name, **e):
+        if name == "step" and e["stage"] == 1:
+            raise Crash("injected")
+
+    with pytest.raises(Crash):
+        run_trial(cfg, tmp_path / "broken", on_event=fail_in_second_task)
+    partial = TrialResult.load(tmp_path / "broken")
+    assert partial.stages_done == 1 and not partial.complete
+    seen = []
+    resumed = run_trial(cfg, tmp_path / "broken", on_event=lambda n, **e: seen.append(n))
+    assert "resume" in seen and seen.count("stage_start") == 1
+    assert resumed.R == whole.R and resumed.metrics == whole.metrics
+
+
+def test_resume_refuses_a_folder_of_another_trial(tmp_path):
+    run_trial(trial_config(tiny_trial()), tmp_path)
+    with pytest.raises(ArtifactError, match="other settings"):
+        run_trial(trial_config(tiny_trial(**{"training.lr": 5e-4})), tmp_path)
+
+
+@pytest.mark.parametrize("method, stages", [("finetune", 2), ("multitask", 1), ("lamol", 2)])
+def test_methods_run(tmp_path, method, stages):
+    result = run_trial(trial_config(tiny_trial(method=method)), tmp_path)
+    assert len(result.R) == stages and all(len(r) == 2 for r in result.R)
+    if method == "finetune":
+        assert "replay" not in result.stage_info[1]
+
+
+def test_single_and_baseline_row(tmp_path):
+    cfg = trial_config(tiny_trial(tasks=["synth.sentiment"], method="single",
+                                  **{"eval.before_training": True}))
+    result = run_trial(cfg, tmp_path)
+    assert result.baseline is not None and set(result.baseline) == {"synth.sentiment"}
+    assert len(result.R) == 1
+
+
+def test_fused_forward_gives_the_same_logits():
+    cfg = trial_config(tiny_trial())
+    tok = Tokenizer.load("builtin")
+    tok.add_task("synth.nlg")
+    from l2kd.model import TargetLogits, build_model
+
+    head = TargetLogits(build_model(cfg.model, tok, 0).eval())
+    ctx = TrialContext(cfg=cfg, tokenizer=tok, device=torch.device("cpu"), amp_dtype=None, max_len=96,
+                       train={"synth.nlg": generate("synth.nlg", "train")[:6]}, test={})
+    batch = collate(ctx.train_rows("synth.nlg"), tok.ids.pad, with_lm=True)
+
+    class Plain:
+        logits = staticmethod(head)
+
+    fused, two_calls = forward(Plain(), batch, fused=True), forward(Plain(), batch, fused=False)
+    assert fused.shape == (len(batch.positions), len(tok))
+    assert torch.allclose(fused, two_calls, atol=1e-5)
