@@ -104,6 +104,8 @@ class TrialProgress:
         elif name == "eval" and not self.quiet:
             shown = {k: round(v, 1) for k, v in e["scores"].items()}
             p.console.print(f"  eval ({e['tag']}) {e['task']}: {shown}", markup=False, highlight=False)
+        elif name == "teacher":
+            p.console.print(f"training the teacher of {e['task']} -> {e['path']}", markup=False, soft_wrap=True)
         elif name == "resume":
             p.console.print(f"  resuming after stage {e['stages_done']}")
 
@@ -111,6 +113,8 @@ class TrialProgress:
 # --------------------------------------------------------------------------- commands
 def cmd_train(args: argparse.Namespace) -> int:
     from l2kd.config import load_trial_config
+    from l2kd.methods import make_method
+    from l2kd.teachers import TeacherStore
     from l2kd.trial import run_trial
 
     cfg = load_trial_config(args.config, args.set)
@@ -119,7 +123,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         shutil.rmtree(workdir)
     start = time.perf_counter()
     with TrialProgress(args.quiet) as progress:
-        result = run_trial(cfg, workdir, on_event=progress, resume=not args.fresh)
+        teachers = {}
+        if make_method(cfg.method).teachers_needed(cfg):
+            store = TeacherStore(Path(args.teachers))
+            teachers = store.ensure_all(cfg, on_event=progress)
+        result = run_trial(cfg, workdir, teachers=teachers, on_event=progress, resume=not args.fresh)
     out.print(render_matrix(result, f"R: {cfg.name} ({cfg.method.name}, seed {cfg.seed})"))
     console.print(f"done in {time.perf_counter() - start:.1f} s; results: {workdir / 'results.json'}")
     return 0
@@ -183,6 +191,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override a config key, e.g. --set training.epochs=3 (repeatable)")
     p.add_argument("--fresh", action="store_true",
                    help="discard what the output folder holds instead of resuming from it")
+    p.add_argument("--teachers", default="runs/teachers", metavar="DIR",
+                   help="where L2KD teachers are kept: reused when present, trained when not "
+                   "(default: runs/teachers)")
     p.add_argument("--quiet", action="store_true", help="no progress display")
     p.set_defaults(fn=cmd_train)
 

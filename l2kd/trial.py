@@ -179,9 +179,10 @@ def run_trial(cfg: TrialConfig, workdir: str | Path, *, teachers: dict[str, Path
         torch.set_num_threads(cfg.training.threads)
     method = make_method(cfg.method)
     stages = method.stages(cfg.tasks)
-    missing = [t for t in cfg.tasks if method.needs_teachers and t not in (teachers or {})]
+    missing = [t for t in method.teachers_needed(cfg) if t not in (teachers or {})]
     if missing:
-        raise ArtifactError(f"method {cfg.method.name}: no teacher given for {', '.join(missing)}")
+        raise ArtifactError(f"method {cfg.method.name}: no teacher for {', '.join(missing)}; "
+                            "train teachers first (cli.py train does so itself)")
     train, test = _load_data(cfg)  # every input validated before anything is written
     ckpt = _resume_point(cfg, workdir, Path(resume_from) if resume_from else None) if resume else None
     emit("start", trial=cfg.name, method=cfg.method.name, tasks=list(cfg.tasks), seed=cfg.seed,

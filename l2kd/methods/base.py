@@ -39,7 +39,6 @@ class LMParams(MethodParams):
 class Method:
     name: ClassVar[str] = ""
     Params: ClassVar[type[MethodParams]] = MethodParams
-    needs_teachers: ClassVar[bool] = False
 
     def __init__(self, params: MethodParams):
         self.p = params
@@ -49,6 +48,10 @@ class Method:
     def uses_lm(self) -> bool:
         """Whether batches need the LM rows (gen_X/gen_Y) at all."""
         return False
+
+    def teachers_needed(self, cfg) -> list[str]:
+        """Tasks whose L2KD teacher this method needs for a trial with config `cfg`."""
+        return []
 
     @classmethod
     def check_tasks(cls, tasks: list[str]) -> None:

@@ -1,0 +1,193 @@
+"""L2KD: word_kd, seq_kd and seq_kd_soft — the lifelong model learns each new task from a teacher.
+
+The teacher of task t is a single-task LAMOL model (QA + LM) trained on t alone; the trial receives
+its folder (`ctx.teachers[t]`) and never trains it. Pseudo-replay rows of earlier tasks always keep
+plain cross-entropy: their teachers are gone (paper §2.3).
+
+- word_kd: on current-task rows, cross-entropy is replaced by KL(teacher || student) at temperature
+  T, times T², at the QA positions (answer + EOS) and at every LM position. qa = KD(current) +
+  CE(pseudo), lm likewise, each a separate mean, total = qa + lm_lambda x lm (as the reference).
+- seq_kd: the current task's training answers are replaced by the teacher's decoded answers, then
+  ordinary LAMOL losses. Decoded once per teacher and decoding mode, cached in the teacher's folder;
+  or read from precomputed `{task}_to_squad-distil-v2.0.json` files (`data.distil_dir`).
+- seq_kd_soft: Word-KD along the teacher-decoded sequences.
+
+Vocabulary mapping. Teacher and student share the base vocabulary and LAMOL's added tokens (same
+ids); the teacher knows only its own task token. Student inputs are mapped onto the teacher's ids:
+the current task's token -> the teacher's task token, every other task token -> the teacher's
+__unk__ (they occur only in pseudo rows, which KD masks out). Teacher output columns are mapped onto
+student columns the same way; student columns of other tasks' tokens get target probability 0.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+from pydantic import Field
+
+from ..checkpoint import latest_checkpoint
+from ..context import TrialContext
+from ..data import load_split
+from ..data.encoding import encode_prompt, join_answers, split_answers
+from ..data.lamol_json import Example, read_lamol, to_lamol
+from ..decode import DecodeSettings, amp, decode
+from ..errors import ArtifactError, DataError
+from ..io import write_json
+from ..losses import token_ce, token_kl
+from ..model import TargetLogits
+from ..tokenizer import Tokenizer, clean_up_tokenization
+from .lamol import Lamol, LamolParams
+from .registry import register
+
+
+class KDParams(LamolParams):
+    temperature: float = Field(2.0, gt=0, description="KD temperature T (the loss is scaled by T²)")
+
+
+class SeqKDParams(LamolParams):
+    decoding: str = Field("greedy", pattern="^(greedy|top_k)$",
+                          description="how the teacher decodes the training answers: greedy (the "
+                          "paper's wording) or top_k (the released distil files look sampled)")
+
+
+class SeqKDSoftParams(KDParams, SeqKDParams):
+    pass
+
+
+# --------------------------------------------------------------------------- teachers on disk
+def load_teacher(folder: Path, device: torch.device) -> tuple[TargetLogits, Tokenizer]:
+    ckpt = latest_checkpoint(folder)
+    if ckpt is None or not ckpt.result.complete:
+        raise ArtifactError(f"{folder}: no finished teacher here")
+    model = ckpt.model().to(device).eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return TargetLogits(model), ckpt.tokenizer()
+
+
+def distil_file(teacher_dir: Path, mode: str) -> Path:
+    return Path(teacher_dir) / f"distil-{mode}.json"
+
+
+def decode_teacher_answers(teacher_dir: Path, examples: list[Example], mode: str, *, top_k: int,
+                           device: torch.device, amp_dtype, seed: int, eval_batch: DecodeSettings) -> list[Example]:
+    """The teacher's answers to the training questions (the reference's --test_training_set)."""
+    head, tok = load_teacher(teacher_dir, device)
+    model = head.gpt2
+    ids = tok.ids
+    max_len = int(model.config.n_positions)
+    C = tok.encode_batch([e.context for e in examples])
+    Q = tok.encode_batch([e.question for e in examples])
+    longest = max(len(join_answers(tok.encode_batch(list(e.answers)), ids.pad)) for e in examples)
+    prompts = [encode_prompt(c, q, ids, max_len) for c, q in zip(C, Q)]
+    settings = DecodeSettings(mode, top_k, 1.0, eval_batch.tokens_per_batch, eval_batch.max_batch_size)
+    outs = decode(model, prompts, longest, eos=ids.eos, pad=ids.pad, max_total=max_len,
+                  settings=settings, device=device, amp_dtype=amp_dtype,
+                  generator=torch.Generator(device=device).manual_seed(seed))
+    # As the reference's test decoder: decode with LAMOL's clean-up, several answers split at __pad__.
+    answers = [tuple(clean_up_tokenization(tok.decode(part)) for part in split_answers(o, ids.pad))
+               for o in outs]
+    return [replace(e, answers=a) for e, a in zip(examples, answers)]
+
+
+def check_aligned(distil: list[Example], train: list[Example], source: str) -> None:
+    """Seq-KD data must keep every id and context of the training examples, in order."""
+    if len(distil) != len(train):
+        raise DataError(f"{source}: {len(distil)} items, the training set has {len(train)}")
+    for k, (d, t) in enumerate(zip(distil, train)):
+        if d.id != t.id or d.context != t.context or d.question != t.question:
+            raise DataError(f"{source}: item {k} ({d.id}) does not match training item {k} ({t.id}): "
+                            "ids and contexts must be the same, in order")
+
+
+# --------------------------------------------------------------------------- the methods
+class _WordKD:
+    """Word-KD losses and teacher handling; mixed into LAMOL-based methods."""
+
+    def begin_training(self, ctx: TrialContext, tasks: tuple[str, ...]) -> None:
+        (task,) = tasks
+        self.teacher, t_tok = load_teacher(ctx.teachers[task], ctx.device)
+        s_tok = ctx.tokenizer
+        if t_tok.base_fingerprint() != s_tok.base_fingerprint():
+            raise ArtifactError(f"{ctx.teachers[task]}: the teacher's vocabulary differs from the student's")
+        t_task, s_task = t_tok.task_id(task), s_tok.task_id(task)
+        if t_task is None:
+            raise ArtifactError(f"{ctx.teachers[task]}: the teacher has no token for task {task}")
+        n_shared = s_tok.ids.unk + 1  # base vocabulary + __ans__ __pad__ __unk__, same ids in both
+        in_map = torch.arange(len(s_tok))
+        in_map[n_shared:] = t_tok.ids.unk
+        in_map[s_task] = t_task
+        col_map = torch.arange(len(t_tok))
+        col_map[t_task] = s_task
+        self.input_map, self.col_map = in_map.to(ctx.device), col_map.to(ctx.device)
+
+    def loss_terms(self, ctx, batch, logits):
+        with torch.no_grad(), amp(ctx.device, ctx.amp_dtype):
+            t_logits = self.teacher(self.input_map[batch.inputs], batch.positions)
+        w = self._weights(ctx, logits.shape[-1])
+        T, nq = self.p.temperature, batch.n_qa
+        terms = {}
+        for part, s, t, y in (("qa", logits[:nq], t_logits[:nq], batch.qa_targets),
+                              ("lm", logits[nq:], t_logits[nq:], batch.lm_targets)):
+            pseudo = batch.pseudo_mask(part)
+            scale = 1.0 if part == "qa" else self.p.lm_lambda
+            terms[f"{part}_kd"] = scale * token_kl(s, t, ~pseudo, T, self.col_map)
+            terms[f"{part}_ce"] = scale * token_ce(s, y, w, select=pseudo)
+        return terms
+
+    def end_stage(self, ctx, tasks):
+        self.teacher = None  # the teacher of a finished task is discarded (paper §1)
+        return super().end_stage(ctx, tasks)
+
+
+class _SeqKDData:
+    """Seq-KD training data: the teacher's decoded answers in place of the gold ones."""
+
+    def distilled(self, ctx: TrialContext, task: str) -> list[Example]:
+        train = ctx.train[task]
+        if ctx.cfg.data.distil_dir:
+            distil = load_split(task, "distil", ctx.cfg.data)
+            check_aligned(distil, train, str(Path(ctx.cfg.data.distil_dir)))
+            return distil
+        path = distil_file(ctx.teachers[task], self.p.decoding)
+        if path.is_file():
+            distil = read_lamol(path)
+        else:  # decoded once per teacher and mode, then cached beside it
+            distil = decode_teacher_answers(ctx.teachers[task], train, self.p.decoding,
+                                            top_k=ctx.cfg.eval.top_k, device=ctx.device,
+                                            amp_dtype=ctx.amp_dtype, seed=ctx.seed("seq_kd", task),
+                                            eval_batch=ctx.decode_settings())
+            write_json(path, to_lamol(distil))
+            distil = read_lamol(path)
+        check_aligned(distil, train, str(path))
+        # the cache holds the (capped) training subset only: keep each item's training-file position
+        return [replace(d, index=t.index) for d, t in zip(distil, train)]
+
+    def train_rows(self, ctx, tasks):
+        return [row for t in tasks for row in ctx.train_rows(t, self.distilled(ctx, t), split="distil")]
+
+
+@register("word_kd")
+class WordKD(_WordKD, Lamol):
+    Params = KDParams
+
+    def teachers_needed(self, cfg) -> list[str]:
+        return list(cfg.tasks)
+
+
+@register("seq_kd")
+class SeqKD(_SeqKDData, Lamol):
+    Params = SeqKDParams
+
+    def teachers_needed(self, cfg) -> list[str]:
+        return [] if cfg.data.distil_dir else list(cfg.tasks)
+
+
+@register("seq_kd_soft")
+class SeqKDSoft(_WordKD, _SeqKDData, Lamol):
+    Params = SeqKDSoftParams
+
+    def teachers_needed(self, cfg) -> list[str]:
+        return list(cfg.tasks)

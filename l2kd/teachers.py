@@ -1,0 +1,131 @@
+"""L2KD teachers: single-task LAMOL models, trained once per key and reused by every trial.
+
+The teacher of task t for a trial is a `single` (QA + LM) trial on t with the trial's model,
+training, data and evaluation settings and seed. Its key is a content hash of everything that
+determines it: the task, the hashes of its data files, those settings and the tokenizer. It lives in
+`ROOT/{task}-{key}/`: the single-task trial's own folder (weights, results, predictions) plus a
+`manifest.json` written last, so a folder without one is an unfinished teacher (it resumes). A file
+lock makes concurrent requests for one key train it once. The teacher's own test scores are the
+"Single" rows of the paper's tables.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import functools
+import logging
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from .config import TrialConfig, trial_config
+from .data import split_path
+from .io import file_sha256, read_json, stable_hash, write_json
+from .methods import make_method
+from .tokenizer import Tokenizer
+from .trial import run_trial
+
+log = logging.getLogger(__name__)
+MANIFEST = "manifest.json"
+
+
+def teacher_config(cfg: TrialConfig, task: str) -> TrialConfig:
+    """The single-task LAMOL config of `task`'s teacher, from a student trial's config."""
+    student = cfg.method_params().model_dump()
+    d = cfg.to_dict()
+    d.update(name=f"teacher-{task}", tasks=[task],
+             method={"name": "single", **{k: student[k] for k in ("lm_lambda", "ans_weight") if k in student}})
+    d["eval"].update(every_epoch=False, before_training=False)
+    d["data"]["distil_dir"] = None
+    return trial_config(d, f"teacher of {task}")
+
+
+@functools.lru_cache(maxsize=16)
+def _tokenizer_fingerprint(spec: str, pretrained: str | None, vocab: int) -> str:
+    return Tokenizer.load(spec, pretrained, vocab).base_fingerprint()
+
+
+@functools.lru_cache(maxsize=64)
+def _sha(path: Path, mtime: float) -> str:
+    return file_sha256(path)
+
+
+def teacher_identity(tcfg: TrialConfig) -> dict[str, Any]:
+    """Everything that determines a teacher's weights and scores."""
+    (task,) = tcfg.tasks
+    files = {split: split_path(task, split, tcfg.data) for split in ("train", "test")}
+    d = tcfg.to_dict()
+    for volatile in ("log_every", "threads"):
+        d["training"].pop(volatile)
+    data = {k: v for k, v in d["data"].items() if k != "dir"}  # files are identified by content
+    m = tcfg.model
+    return {"task": task, "files": {s: _sha(p, p.stat().st_mtime) for s, p in files.items()},
+            "data": data, "model": d["model"], "training": d["training"], "eval": d["eval"],
+            "method": d["method"], "seed": tcfg.seed,
+            "tokenizer": _tokenizer_fingerprint(m.tokenizer, m.pretrained, m.builtin_vocab_size)}
+
+
+def teacher_key(tcfg: TrialConfig) -> str:
+    return stable_hash(teacher_identity(tcfg), 12)
+
+
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+@dataclass
+class TeacherStore:
+    root: Path
+    hits: int = 0  # requests answered from disk
+    trained: int = 0  # teachers trained by this store object
+
+    def __post_init__(self):
+        self.root = Path(self.root)
+
+    def folder(self, cfg: TrialConfig, task: str) -> Path:
+        tcfg = teacher_config(cfg, task)
+        return self.root / f"{task}-{teacher_key(tcfg)}"
+
+    def find(self, cfg: TrialConfig, task: str) -> Path | None:
+        path = self.folder(cfg, task)
+        return path if (path / MANIFEST).is_file() else None
+
+    def ensure(self, cfg: TrialConfig, task: str, on_event: Callable[..., None] | None = None) -> Path:
+        """The teacher of `task` for trial config `cfg`: from disk, or trained now (once)."""
+        tcfg = teacher_config(cfg, task)
+        identity = teacher_identity(tcfg)
+        path = self.root / f"{task}-{stable_hash(identity, 12)}"
+        with _locked(path):
+            if (path / MANIFEST).is_file():
+                self.hits += 1
+                log.info("teacher cache hit: %s", path)
+                return path
+            log.info("training teacher: %s", path)
+            if on_event:
+                on_event("teacher", task=task, path=path)
+            t0 = time.perf_counter()
+            result = run_trial(tcfg, path, on_event=on_event)
+            write_json(path / MANIFEST, {
+                "key": path.name.rsplit("-", 1)[1], "task": task, "identity": identity,
+                "scores": result.metrics[-1][task], "primary": result.primary[task],
+                "train_s": sum(s["timing"]["train_s"] for s in result.stage_info),
+                "wall_s": time.perf_counter() - t0, "created": time.strftime("%Y-%m-%dT%H:%M:%S")})
+            self.trained += 1
+        return path
+
+    def ensure_all(self, cfg: TrialConfig, on_event: Callable[..., None] | None = None) -> dict[str, Path]:
+        """Every teacher the trial's method needs, keyed by task."""
+        return {t: self.ensure(cfg, t, on_event) for t in make_method(cfg.method).teachers_needed(cfg)}
+
+
+def read_manifest(folder: Path) -> dict[str, Any]:
+    return read_json(Path(folder) / MANIFEST)
