@@ -15,7 +15,7 @@ setup: .setup-stamp
 	touch $@
 
 demo: setup
-	$(PYTHON) cli.py train grids/trials/demo.yaml
+	$(PYTHON) cli.py grid grids/demo.yaml
 
 test: setup
 	$(PYTHON) -m pytest -q

@@ -1,6 +1,7 @@
 #!/usr/bin/env python
 """l2kd command line: thin subcommands over the library. Everything printed for people lives here.
 
+    python cli.py grid GRID.yaml           every (order x method x seed) cell of a grid, on Ray Tune
     python cli.py train TRIAL.yaml         one lifelong trial, with a live progress display
     python cli.py validate FILE            check a trial config and its data without running
     python cli.py ls {tasks,methods,metrics}
@@ -133,6 +134,148 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _fmt_tokens(n: int | None) -> str:
+    if n is None:
+        return "?"
+    for unit, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if n >= size:
+            return f"{n / size:.1f}{unit}"
+    return str(n)
+
+
+def render_plan(plan, work) -> list:
+    """The dry run: cells, teachers and who shares them, what a run would do now, the work."""
+    cells = Table(title=f"grid {plan.spec.name}: {len(plan.cells)} cells -> {plan.run_dir}")
+    for col in ("experiment", "order", "method", "seed", "status", "teachers", "trained tokens"):
+        cells.add_column(col, justify="right" if col in ("seed", "trained tokens") else "left",
+                         no_wrap=col in ("order", "status"))
+    counts: dict[str, int] = {}
+    for c in plan.cells:
+        st = plan.status(c)
+        counts[st.state] = counts.get(st.state, 0) + 1
+        shown = {"partial": f"partial {st.stages_done}/{st.stages}", "changed": "CHANGED"}.get(st.state, st.state)
+        cells.add_row(c.experiment, c.order_id, c.method, str(c.seed), shown, str(len(c.teachers)),
+                      _fmt_tokens(work["cells"][c.id]))
+    teachers = Table(title=f"teachers: {len(plan.teachers)} (trained once, shared)")
+    for col in ("teacher", "used by", "single row", "seq-kd data", "status", "trained tokens"):
+        teachers.add_column(col, no_wrap=col == "teacher")
+    for name, job in sorted(plan.teachers.items()):
+        teachers.add_row(name, f"{len(job.users)} cells", "yes" if job.reference else "",
+                         ", ".join(sorted(job.seq_kd_modes)), "ready" if plan.teacher_ready(job) else "to train",
+                         _fmt_tokens(work["teachers"][name]))
+    to_train = sum(not plan.teacher_ready(j) for j in plan.teachers.values())
+    partial = counts.get("partial", 0)
+    lines = [cells, teachers,
+             f"a run now would: train {to_train} teacher(s), run {counts.get('new', 0)} new cell(s), "
+             f"resume {partial} partial cell(s) at their next task, skip {counts.get('done', 0)} finished"
+             + (f"; refuse {counts['changed']} CHANGED cell(s) (other settings under the same id)"
+                if counts.get("changed") else ""),
+             f"work: {_fmt_tokens(work['total'])} trained tokens "
+             f"(cells {_fmt_tokens(sum(v for v in work['cells'].values() if v))}, teachers "
+             f"{_fmt_tokens(sum(v for v in work['teachers'].values() if v))})"
+             + (f"; {work['unknown']} item(s) unknown: data missing" if work["unknown"] else "")]
+    for task, err in sorted(plan.missing_data.items()):
+        lines.append(f"  missing data for {task}: {err}")
+    return lines
+
+
+class GridProgress:
+    """A live table of the grid's cells (state, task, progress, latest score) fed by grid events."""
+
+    def __init__(self, plan, quiet: bool = False):
+        from rich.live import Live
+
+        self.plan, self.quiet = plan, quiet
+        self.rows: dict[str, dict] = {}
+        for c in plan.cells:
+            st = plan.status(c)
+            self.rows[c.id] = {"state": "done" if st.state == "done" else "pending",
+                               "stage": f"{st.stages_done}/{st.stages}"}
+        self.live = Live(self.table(), console=console, refresh_per_second=2, transient=False,
+                         auto_refresh=not quiet)
+        self.started = time.perf_counter()
+
+    def __enter__(self):
+        if not self.quiet:
+            self.live.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        if not self.quiet:
+            self.live.update(self.table())
+            self.live.__exit__(*exc)
+
+    def table(self) -> Table:
+        t = Table(title=f"{self.plan.spec.name}: {time.perf_counter() - getattr(self, 'started', time.perf_counter()):.0f} s")
+        for col in ("cell", "state", "stage", "task", "epoch", "step", "loss", "avg score"):
+            t.add_column(col, no_wrap=col == "cell")
+        style = {"done": "green", "error": "red", "retrying": "yellow", "running": "cyan"}
+        for cid, r in self.rows.items():
+            t.add_row(cid, r["state"], r.get("stage", ""), r.get("task", ""), str(r.get("epoch", "")),
+                      f"{r['step']}/{r['steps']}" if "step" in r else "",
+                      f"{r['loss']:.3f}" if "loss" in r else "", f"{r['avg']:.1f}" if "avg" in r else "",
+                      style=style.get(r["state"]))
+        return t
+
+    def say(self, text: str) -> None:
+        (self.live.console if not self.quiet else console).print(text, markup=False, highlight=False,
+                                                                 soft_wrap=True)
+
+    def __call__(self, name: str, **e) -> None:
+        if name == "ray":
+            where = "a local Ray" if e["local"] else f"the Ray cluster at {e['address']}"
+            self.say(f"running on {where}" + (f"; dashboard: {e['dashboard']}" if e.get("dashboard") else ""))
+        elif name == "teacher_start":
+            self.say(f"teacher {e['teacher']}: training (used by {e['users']} cells)")
+        elif name == "teacher_done":
+            self.say(f"teacher {e['teacher']}: {'trained' if e['trained'] else 'ready'} in {e['seconds']:.0f} s")
+        elif name == "restore":
+            self.say(f"restoring the Tune experiment {e['experiment']}")
+        elif name == "cell":
+            row = self.rows.setdefault(e["id"], {})
+            row["state"] = e["state"]
+            if "stage" in e:
+                row["stage"] = f"{e['stage']}/{e['stages']}" if "stages" in e else str(e["stage"])
+            if "avg" in e:  # a task boundary: its scores replace the last task's progress
+                for k in ("epoch", "step", "steps", "loss"):
+                    row.pop(k, None)
+            for k in ("task", "epoch", "step", "steps", "loss", "avg"):
+                if k in e:
+                    row[k] = e[k]
+        if not self.quiet:
+            self.live.update(self.table())
+
+
+def cmd_grid(args: argparse.Namespace) -> int:
+    from l2kd.gridspec import load_grid
+    from l2kd.plan import build_plan, work
+
+    spec = load_grid(args.grid, storage=args.storage, address=args.address)
+    if args.no_dashboard:
+        spec = spec.model_copy(update={"ray": spec.ray.model_copy(update={"dashboard": False})})
+    plan = build_plan(spec, strict_data=not args.dry_run)
+    if args.dry_run:
+        for item in render_plan(plan, work(plan)):
+            out.print(item)
+        return 0
+    if args.resume and not (plan.run_dir / "cells").is_dir():
+        raise UserError(f"--resume: nothing to resume in {plan.run_dir}")
+    from l2kd import grid
+
+    try:
+        with GridProgress(plan, args.quiet) as progress:
+            outcome = grid.run_grid(plan, on_event=progress, fresh=args.fresh)
+    finally:
+        grid.shutdown()
+    bad = {k: v for k, v in outcome.cells.items() if v != "done"}
+    console.print(f"grid {spec.name}: {len(outcome.cells) - len(bad)}/{len(outcome.cells)} cells done in "
+                  f"{outcome.wall_s:.0f} s; teachers trained {outcome.teachers_trained}, reused "
+                  f"{outcome.teachers_reused}; results in {plan.run_dir / 'cells'}")
+    for cid, err in outcome.errors.items():
+        console.print(f"  {cid}: {err} (log: {plan.run_dir / 'cells' / cid / 'trial.log'})", markup=False)
+    return 0 if outcome.ok else 1
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     if args.explain:
         out.print(config_reference(), highlight=False)
@@ -196,6 +339,25 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: runs/teachers)")
     p.add_argument("--quiet", action="store_true", help="no progress display")
     p.set_defaults(fn=cmd_train)
+
+    p = sub.add_parser("grid", help="run a whole grid (orders x methods x seeds) on Ray Tune",
+                       description="Schedules every cell of a grid file as a Ray Tune trial: teachers "
+                       "first (trained once, shared), then one trial per cell. Running the same grid "
+                       "again continues it: finished cells are kept, unfinished ones resume at their "
+                       "next task, new cells (more seeds, methods or orders) run.")
+    p.add_argument("grid", help="grid file (YAML), e.g. grids/demo.yaml")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the plan (cells, teachers and their users, what a run would redo, the "
+                   "work in trained tokens) and run nothing")
+    p.add_argument("--address", help="Ray cluster to join (overrides the file and RAY_ADDRESS)")
+    p.add_argument("--storage", metavar="DIR", help="storage folder (overrides the file's `storage`)")
+    p.add_argument("--resume", action="store_true",
+                   help="insist on continuing an earlier run of this grid (the default when one exists)")
+    p.add_argument("--fresh", action="store_true",
+                   help="start every cell over (teachers, keyed by content, are kept)")
+    p.add_argument("--no-dashboard", action="store_true", help="do not start the Ray dashboard")
+    p.add_argument("--quiet", action="store_true", help="no live table")
+    p.set_defaults(fn=cmd_grid)
 
     p = sub.add_parser("validate", help="check a trial config and its data files, run nothing")
     p.add_argument("config", nargs="?", help="trial config (YAML)")

@@ -18,7 +18,7 @@ import torch
 
 from .errors import ArtifactError
 from .io import atomic_dir, read_json, write_json
-from .model import load_weights, save_weights
+from .model import load_weights, model_from_state, read_weights, save_weights
 from .results import TrialResult
 from .tokenizer import Tokenizer
 
@@ -36,6 +36,10 @@ class Checkpoint:
     stages_done: int
     result: TrialResult
 
+    @property
+    def complete(self) -> bool:
+        return self.result.complete
+
     def model(self):
         return load_weights(self.path)
 
@@ -45,6 +49,32 @@ class Checkpoint:
     def method_state(self) -> dict[str, Any]:
         f = self.path / "method_state.pt"
         return torch.load(f, weights_only=False) if f.exists() else {}
+
+
+@dataclass
+class PackedCheckpoint:
+    """A finished checkpoint's weights and tokenizer held in memory, e.g. a teacher shipped to every
+    trial through Ray's object store. It answers like a Checkpoint; `path` is where it lives on disk
+    (files derived from it, such as Seq-KD data, are kept beside it there)."""
+
+    path: Path
+    stages_done: int
+    complete: bool
+    config_json: str
+    state: dict[str, torch.Tensor]
+    tokenizer_json: str
+
+    def model(self):
+        return model_from_state(self.config_json, self.state, f"packed:{self.path}")
+
+    def tokenizer(self) -> Tokenizer:
+        return Tokenizer.from_json(self.tokenizer_json, f"packed:{self.path}")
+
+
+def pack_checkpoint(ckpt: Checkpoint) -> PackedCheckpoint:
+    config_json, state = read_weights(ckpt.path)
+    return PackedCheckpoint(ckpt.path.parent.parent, ckpt.stages_done, ckpt.result.complete,
+                            config_json, state, (ckpt.path / "tokenizer.json").read_text())
 
 
 def save_checkpoint(workdir: Path, model, tokenizer: Tokenizer, method_state: dict[str, Any],

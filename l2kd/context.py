@@ -46,7 +46,7 @@ class TrialContext:
     max_len: int  # the model's positions
     train: dict[str, list[Example]]
     test: dict[str, list[Example]]
-    teachers: dict[str, Path] = field(default_factory=dict)  # task -> teacher artifact folder
+    teachers: dict[str, Any] = field(default_factory=dict)  # task -> teacher folder or PackedCheckpoint
     emit: Callable[..., None] = lambda *a, **k: None  # progress events (name, **fields)
     model: torch.nn.Module | None = None  # the module being trained in the current stage
     stage: int = 0
@@ -104,5 +104,10 @@ class TrialContext:
         return prompts, min(longest, cap) if cap else longest
 
     def decode_settings(self) -> DecodeSettings:
-        e = self.cfg.eval
-        return DecodeSettings(e.decoding, e.top_k, e.temperature, e.tokens_per_batch, e.max_batch_size)
+        return decode_settings(self.cfg)
+
+
+def decode_settings(cfg: TrialConfig) -> DecodeSettings:
+    """How a trial decodes test answers (and, with mode changed, anything else it generates)."""
+    e = cfg.eval
+    return DecodeSettings(e.decoding, e.top_k, e.temperature, e.tokens_per_batch, e.max_batch_size)

@@ -5,6 +5,7 @@ Nothing is fetched from a hub unless the user names a hub model in `model.pretra
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -77,18 +78,28 @@ def save_weights(model: torch.nn.Module, folder: Path) -> None:
     (folder / "config.json").write_text(model.config.to_json_string())
 
 
-def load_weights(folder: Path) -> GPT2LMHeadModel:
-    """A model saved by `save_weights`, in fp32 on the CPU."""
+def read_weights(folder: Path) -> tuple[str, dict[str, torch.Tensor]]:
+    """(GPT-2 config as JSON, fp32 state dict) as `save_weights` wrote them."""
     from safetensors.torch import load_file
 
-    config = GPT2Config.from_json_file(str(folder / "config.json"))
+    return (folder / "config.json").read_text(), load_file(str(folder / "model.safetensors"))
+
+
+def model_from_state(config_json: str, state: dict[str, torch.Tensor], source: str) -> GPT2LMHeadModel:
+    """A GPT-2 rebuilt from its config and weights, in fp32 on the CPU."""
+    config = GPT2Config.from_dict(json.loads(config_json))
     config._attn_implementation = "sdpa"
     model = GPT2LMHeadModel(config)
-    missing, unexpected = model.load_state_dict(load_file(str(folder / "model.safetensors")), strict=False)
+    missing, unexpected = model.load_state_dict(state, strict=False)
     if unexpected or any(not k.endswith("lm_head.weight") for k in missing):
-        raise RuntimeError(f"{folder}: weights do not match the config ({missing[:3]} {unexpected[:3]})")
+        raise RuntimeError(f"{source}: weights do not match the config ({missing[:3]} {unexpected[:3]})")
     model.tie_weights()
     return model
+
+
+def load_weights(folder: Path) -> GPT2LMHeadModel:
+    """A model saved by `save_weights`, in fp32 on the CPU."""
+    return model_from_state(*read_weights(folder), str(folder))
 
 
 class TargetLogits(torch.nn.Module):

@@ -112,3 +112,13 @@ _add(TaskSpec("synth.state", "synthetic", "em", "What is the change in state?",
               notes="slot-value extraction from a user request (a toy dialogue-state task)"))
 
 SYNTHETIC_TASKS = tuple(n for n in TASKS if n.startswith("synth."))
+
+
+# Short names make readable, stable order ids ("woz-cnn-sql") for grid cells and report columns.
+_SHORT = {"woz.en": "woz", "cnn_dailymail": "cnn", "wikisql": "sql", "e2enlg": "e2e",
+          "synth.sentiment": "sent"}
+
+
+def short_name(task: str) -> str:
+    """'rnnlg.hotel' -> 'hotel', 'woz.en' -> 'woz', 'ag' -> 'ag'."""
+    return _SHORT.get(task) or task.rsplit(".", 1)[-1]

@@ -20,12 +20,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from .checkpoint import PackedCheckpoint, latest_checkpoint, pack_checkpoint
 from .config import TrialConfig, trial_config
-from .data import split_path
+from .context import decode_settings, derive_seed
+from .data import load_split, split_path
+from .errors import ArtifactError
 from .io import file_sha256, read_json, stable_hash, write_json
 from .methods import make_method
+from .methods.kd import distil_file, teacher_answers
 from .tokenizer import Tokenizer
-from .trial import run_trial
+from .trial import resolve_device, run_trial
 
 log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
@@ -61,6 +65,7 @@ def teacher_identity(tcfg: TrialConfig) -> dict[str, Any]:
         d["training"].pop(volatile)
     data = {k: v for k, v in d["data"].items() if k != "dir"}  # files are identified by content
     m = tcfg.model
+    d["model"].pop("tokenizer")  # identified by its vocabulary's fingerprint, not by how its path is spelled
     return {"task": task, "files": {s: _sha(p, p.stat().st_mtime) for s, p in files.items()},
             "data": data, "model": d["model"], "training": d["training"], "eval": d["eval"],
             "method": d["method"], "seed": tcfg.seed,
@@ -99,8 +104,10 @@ class TeacherStore:
         path = self.folder(cfg, task)
         return path if (path / MANIFEST).is_file() else None
 
-    def ensure(self, cfg: TrialConfig, task: str, on_event: Callable[..., None] | None = None) -> Path:
-        """The teacher of `task` for trial config `cfg`: from disk, or trained now (once)."""
+    def ensure(self, cfg: TrialConfig, task: str, on_event: Callable[..., None] | None = None,
+               seq_kd_modes: tuple[str, ...] = ()) -> Path:
+        """The teacher of `task` for trial config `cfg`: from disk, or trained now (once), with the
+        Seq-KD data of each decoding mode in `seq_kd_modes` made beside it (once)."""
         tcfg = teacher_config(cfg, task)
         identity = teacher_identity(tcfg)
         path = self.root / f"{task}-{stable_hash(identity, 12)}"
@@ -108,23 +115,51 @@ class TeacherStore:
             if (path / MANIFEST).is_file():
                 self.hits += 1
                 log.info("teacher cache hit: %s", path)
-                return path
-            log.info("training teacher: %s", path)
-            if on_event:
-                on_event("teacher", task=task, path=path)
-            t0 = time.perf_counter()
-            result = run_trial(tcfg, path, on_event=on_event)
-            write_json(path / MANIFEST, {
-                "key": path.name.rsplit("-", 1)[1], "task": task, "identity": identity,
-                "scores": result.metrics[-1][task], "primary": result.primary[task],
-                "train_s": sum(s["timing"]["train_s"] for s in result.stage_info),
-                "wall_s": time.perf_counter() - t0, "created": time.strftime("%Y-%m-%dT%H:%M:%S")})
-            self.trained += 1
+            else:
+                self._train(tcfg, task, identity, path, on_event)
+            for mode in seq_kd_modes:
+                if not distil_file(path, mode).is_file():
+                    if on_event:
+                        on_event("teacher_decode", task=task, mode=mode, path=path)
+                    make_seq_kd_data(tcfg, task, path, mode)
         return path
 
+    def _train(self, tcfg: TrialConfig, task: str, identity: dict, path: Path,
+               on_event: Callable[..., None] | None) -> None:
+        log.info("training teacher: %s", path)
+        if on_event:
+            on_event("teacher", task=task, path=path)
+        t0 = time.perf_counter()
+        result = run_trial(tcfg, path, on_event=on_event)
+        write_json(path / MANIFEST, {
+            "key": path.name.rsplit("-", 1)[1], "task": task, "identity": identity,
+            "scores": result.metrics[-1][task], "primary": result.primary[task],
+            "train_s": sum(s["timing"]["train_s"] for s in result.stage_info),
+            "wall_s": time.perf_counter() - t0, "created": time.strftime("%Y-%m-%dT%H:%M:%S")})
+        self.trained += 1
+
     def ensure_all(self, cfg: TrialConfig, on_event: Callable[..., None] | None = None) -> dict[str, Path]:
-        """Every teacher the trial's method needs, keyed by task."""
-        return {t: self.ensure(cfg, t, on_event) for t in make_method(cfg.method).teachers_needed(cfg)}
+        """Every teacher the trial's method needs (and its Seq-KD data), keyed by task."""
+        method = make_method(cfg.method)
+        modes = method.seq_kd_modes(cfg)
+        return {t: self.ensure(cfg, t, on_event, modes) for t in method.teachers_needed(cfg)}
+
+
+def make_seq_kd_data(tcfg: TrialConfig, task: str, folder: Path, mode: str) -> Path:
+    """Decode the teacher's answers to its training set once, exactly as a student trial would."""
+    device, _, amp_dtype = resolve_device(tcfg.training)
+    train = load_split(task, "train", tcfg.data)
+    teacher_answers(folder, train, mode, device=device, amp_dtype=amp_dtype,
+                    seed=derive_seed(tcfg.seed, "seq_kd", task), settings=decode_settings(tcfg))
+    return distil_file(folder, mode)
+
+
+def pack_teacher(folder: Path) -> PackedCheckpoint:
+    """A finished teacher's weights and tokenizer in memory (for Ray's object store)."""
+    ckpt = latest_checkpoint(folder)
+    if ckpt is None or not ckpt.complete or not (Path(folder) / MANIFEST).is_file():
+        raise ArtifactError(f"{folder}: no finished teacher here")
+    return pack_checkpoint(ckpt)
 
 
 def read_manifest(folder: Path) -> dict[str, Any]:

@@ -53,6 +53,11 @@ class Method:
         """Tasks whose L2KD teacher this method needs for a trial with config `cfg`."""
         return []
 
+    def seq_kd_modes(self, cfg) -> tuple[str, ...]:
+        """Decoding modes of the teacher-decoded training sets (Seq-KD data) this method reads; the
+        teacher store makes them once, beside each teacher."""
+        return ()
+
     @classmethod
     def check_tasks(cls, tasks: list[str]) -> None:
         """Raise ValueError when the method cannot train this task order."""

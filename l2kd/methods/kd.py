@@ -23,11 +23,12 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
+from typing import Union
 
 import torch
 from pydantic import Field
 
-from ..checkpoint import latest_checkpoint
+from ..checkpoint import PackedCheckpoint, latest_checkpoint
 from ..context import TrialContext
 from ..data import load_split
 from ..data.encoding import encode_prompt, join_answers, split_answers
@@ -56,11 +57,19 @@ class SeqKDSoftParams(KDParams, SeqKDParams):
     pass
 
 
-# --------------------------------------------------------------------------- teachers on disk
-def load_teacher(folder: Path, device: torch.device) -> tuple[TargetLogits, Tokenizer]:
-    ckpt = latest_checkpoint(folder)
-    if ckpt is None or not ckpt.result.complete:
-        raise ArtifactError(f"{folder}: no finished teacher here")
+# --------------------------------------------------------------------------- teachers
+TeacherSource = Union[Path, PackedCheckpoint]  # a teacher folder, or its weights in memory
+
+
+def teacher_folder(source: TeacherSource) -> Path:
+    return source.path if isinstance(source, PackedCheckpoint) else Path(source)
+
+
+def load_teacher(source: TeacherSource, device: torch.device) -> tuple[TargetLogits, Tokenizer]:
+    """The teacher as a frozen eval-mode module on `device`, with its tokenizer."""
+    ckpt = source if isinstance(source, PackedCheckpoint) else latest_checkpoint(Path(source))
+    if ckpt is None or not ckpt.complete:
+        raise ArtifactError(f"{teacher_folder(source)}: no finished teacher here")
     model = ckpt.model().to(device).eval()
     for p in model.parameters():
         p.requires_grad_(False)
@@ -71,10 +80,11 @@ def distil_file(teacher_dir: Path, mode: str) -> Path:
     return Path(teacher_dir) / f"distil-{mode}.json"
 
 
-def decode_teacher_answers(teacher_dir: Path, examples: list[Example], mode: str, *, top_k: int,
-                           device: torch.device, amp_dtype, seed: int, eval_batch: DecodeSettings) -> list[Example]:
+def decode_teacher_answers(source: TeacherSource, examples: list[Example], mode: str, *,
+                           device: torch.device, amp_dtype, seed: int,
+                           settings: DecodeSettings) -> list[Example]:
     """The teacher's answers to the training questions (the reference's --test_training_set)."""
-    head, tok = load_teacher(teacher_dir, device)
+    head, tok = load_teacher(source, device)
     model = head.gpt2
     ids = tok.ids
     max_len = int(model.config.n_positions)
@@ -82,14 +92,28 @@ def decode_teacher_answers(teacher_dir: Path, examples: list[Example], mode: str
     Q = tok.encode_batch([e.question for e in examples])
     longest = max(len(join_answers(tok.encode_batch(list(e.answers)), ids.pad)) for e in examples)
     prompts = [encode_prompt(c, q, ids, max_len) for c, q in zip(C, Q)]
-    settings = DecodeSettings(mode, top_k, 1.0, eval_batch.tokens_per_batch, eval_batch.max_batch_size)
     outs = decode(model, prompts, longest, eos=ids.eos, pad=ids.pad, max_total=max_len,
-                  settings=settings, device=device, amp_dtype=amp_dtype,
+                  settings=replace(settings, mode=mode), device=device, amp_dtype=amp_dtype,
                   generator=torch.Generator(device=device).manual_seed(seed))
     # As the reference's test decoder: decode with LAMOL's clean-up, several answers split at __pad__.
     answers = [tuple(clean_up_tokenization(tok.decode(part)) for part in split_answers(o, ids.pad))
                for o in outs]
     return [replace(e, answers=a) for e, a in zip(examples, answers)]
+
+
+def teacher_answers(source: TeacherSource, train: list[Example], mode: str, *, device: torch.device,
+                    amp_dtype, seed: int, settings: DecodeSettings) -> list[Example]:
+    """Seq-KD data: the teacher's decoded training answers, decoded once per teacher and mode and
+    cached beside the teacher (`distil-{mode}.json`), then checked against the training set."""
+    path = distil_file(teacher_folder(source), mode)
+    if not path.is_file():
+        write_json(path, to_lamol(decode_teacher_answers(source, train, mode, device=device,
+                                                         amp_dtype=amp_dtype, seed=seed,
+                                                         settings=settings)))
+    distil = read_lamol(path)
+    check_aligned(distil, train, str(path))
+    # the cache holds the (capped) training subset only: keep each item's training-file position
+    return [replace(d, index=t.index) for d, t in zip(distil, train)]
 
 
 def check_aligned(distil: list[Example], train: list[Example], source: str) -> None:
@@ -108,13 +132,14 @@ class _WordKD:
 
     def begin_training(self, ctx: TrialContext, tasks: tuple[str, ...]) -> None:
         (task,) = tasks
-        self.teacher, t_tok = load_teacher(ctx.teachers[task], ctx.device)
+        source = ctx.teachers[task]
+        self.teacher, t_tok = load_teacher(source, ctx.device)
         s_tok = ctx.tokenizer
         if t_tok.base_fingerprint() != s_tok.base_fingerprint():
-            raise ArtifactError(f"{ctx.teachers[task]}: the teacher's vocabulary differs from the student's")
+            raise ArtifactError(f"{teacher_folder(source)}: the teacher's vocabulary differs from the student's")
         t_task, s_task = t_tok.task_id(task), s_tok.task_id(task)
         if t_task is None:
-            raise ArtifactError(f"{ctx.teachers[task]}: the teacher has no token for task {task}")
+            raise ArtifactError(f"{teacher_folder(source)}: the teacher has no token for task {task}")
         n_shared = s_tok.ids.unk + 1  # base vocabulary + __ans__ __pad__ __unk__, same ids in both
         in_map = torch.arange(len(s_tok))
         in_map[n_shared:] = t_tok.ids.unk
@@ -151,19 +176,12 @@ class _SeqKDData:
             distil = load_split(task, "distil", ctx.cfg.data)
             check_aligned(distil, train, str(Path(ctx.cfg.data.distil_dir)))
             return distil
-        path = distil_file(ctx.teachers[task], self.p.decoding)
-        if path.is_file():
-            distil = read_lamol(path)
-        else:  # decoded once per teacher and mode, then cached beside it
-            distil = decode_teacher_answers(ctx.teachers[task], train, self.p.decoding,
-                                            top_k=ctx.cfg.eval.top_k, device=ctx.device,
-                                            amp_dtype=ctx.amp_dtype, seed=ctx.seed("seq_kd", task),
-                                            eval_batch=ctx.decode_settings())
-            write_json(path, to_lamol(distil))
-            distil = read_lamol(path)
-        check_aligned(distil, train, str(path))
-        # the cache holds the (capped) training subset only: keep each item's training-file position
-        return [replace(d, index=t.index) for d, t in zip(distil, train)]
+        return teacher_answers(ctx.teachers[task], train, self.p.decoding, device=ctx.device,
+                               amp_dtype=ctx.amp_dtype, seed=ctx.seed("seq_kd", task),
+                               settings=ctx.decode_settings())
+
+    def seq_kd_modes(self, cfg) -> tuple[str, ...]:
+        return () if cfg.data.distil_dir else (self.p.decoding,)
 
     def train_rows(self, ctx, tasks):
         return [row for t in tasks for row in ctx.train_rows(t, self.distilled(ctx, t), split="distil")]

@@ -1,0 +1,293 @@
+"""The grid on Ray: teachers once as Ray tasks, then every cell as a Ray Tune trial. The only Ray import.
+
+Stage one trains each teacher the pending cells need, once, as a Ray task with the trial resources
+(l2kd.teachers keeps it on disk, keyed by content, with its Seq-KD data), then puts its weights in
+the object store so every student trial receives it by reference. Stage two runs one Tune trial per
+pending cell: the trial runs `run_trial` in its cell folder and, after every task, reports its scores
+with a checkpoint of that task boundary. A failed trial is retried (FailureConfig) from that
+checkpoint; a broken run is restored (Tuner.restore) when the same cells are run again, and a grid
+grown by new seeds, methods or orders runs only the new cells: finished cells are read from disk.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+# The driver's console belongs to cli.py's live table: Tune's own status output off, and its timing
+# warnings only for real stalls (read when ray.tune is imported). num_to_keep=1 forces an experiment
+# snapshot at every task boundary on purpose (restore must not point at a deleted checkpoint).
+for _var, _value in (("RAY_AIR_NEW_OUTPUT", "0"), ("TUNE_WARN_THRESHOLD_S", "30"),
+                     ("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")):
+    os.environ.setdefault(_var, _value)
+
+import ray  # noqa: E402
+import yaml  # noqa: E402
+from ray import tune  # noqa: E402
+
+from .config import trial_config  # noqa: E402
+from .errors import ArtifactError
+from .io import stable_hash, write_json, write_text
+from .methods.kd import distil_file
+from .plan import CELLS, TEACHERS, TUNE, Cell, Plan
+from .teachers import TeacherStore, pack_teacher
+
+log = logging.getLogger(__name__)
+EventFn = Callable[..., None]
+CURRENT = "current.json"  # which Tune experiment holds the cells of the last run
+PROGRESS_EVERY_S = 20.0  # how often a trial tells the driver its epoch/step between task boundaries
+
+
+@dataclass(frozen=True)
+class FaultInjection:
+    """Tests only: make one cell fail once at a given stage and step (the retry must resume)."""
+
+    cell: str
+    stage: int
+    step: int
+    marker: str  # a file created when the fault fires, so the retry runs through
+
+
+@dataclass
+class GridOutcome:
+    run_dir: Path
+    cells: dict[str, str] = field(default_factory=dict)  # cell id -> new | partial | done | changed
+    errors: dict[str, str] = field(default_factory=dict)
+    teachers_trained: int = 0
+    teachers_reused: int = 0
+    wall_s: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors and all(s == "done" for s in self.cells.values())
+
+
+# --------------------------------------------------------------------------- Ray session
+def connect(address: str | None, *, dashboard: bool, num_cpus: int | None = None) -> dict[str, Any]:
+    """Join the cluster at `address` ('auto', host:port, ray://...), else start a local Ray."""
+    if ray.is_initialized():
+        ctx = ray.get_runtime_context()
+        return {"address": ctx.gcs_address, "dashboard": None, "local": False}
+    kwargs: dict[str, Any] = {"log_to_driver": False, "configure_logging": False}
+    if address:
+        info = ray.init(address=address, **kwargs)
+    else:
+        info = ray.init(include_dashboard=dashboard, num_cpus=num_cpus, **kwargs)
+    url = getattr(info, "dashboard_url", None)
+    return {"address": info.address_info.get("gcs_address") or address,
+            "dashboard": f"http://{url}" if url and not url.startswith("http") else url,
+            "local": not address}
+
+
+# --------------------------------------------------------------------------- stage one: teachers
+def _train_teacher(config: dict, task: str, root: str, modes: list[str]) -> dict[str, Any]:
+    """A Ray task: the teacher of `task` for a trial config, trained once (or found) on disk."""
+    store = TeacherStore(Path(root))
+    t0 = time.perf_counter()
+    path = store.ensure(trial_config(config, f"teacher of {task}"), task, seq_kd_modes=tuple(modes))
+    return {"path": str(path), "trained": store.trained, "s": time.perf_counter() - t0}
+
+
+def train_teachers(plan: Plan, cells: list[Cell], emit: EventFn, outcome: GridOutcome) -> dict[str, Any]:
+    """Every teacher `cells` need (and the Single references), trained once; then into the object
+    store. Returns teacher folder name -> ObjectRef of its PackedCheckpoint."""
+    wanted = {folder for c in cells for _, folder in c.teachers}
+    jobs = [j for j in plan.teachers.values() if j.folder in wanted or j.reference]
+    res = plan.spec.resources
+    remote = ray.remote(_train_teacher).options(num_cpus=res.cpu, num_gpus=res.gpu,
+                                                max_retries=plan.spec.ray.max_failures,
+                                                retry_exceptions=True)
+    root = str(plan.run_dir / TEACHERS)
+    todo = {}
+    for job in jobs:
+        ready = plan.teacher_ready(job) and all(
+            distil_file(plan.teacher_dir(job.folder), m).is_file() for m in job.seq_kd_modes)
+        if ready:
+            outcome.teachers_reused += 1
+            continue
+        emit("teacher_start", teacher=job.folder, users=len(job.users))
+        todo[remote.remote(job.config, job.task, root, sorted(job.seq_kd_modes))] = job
+    try:
+        while todo:
+            done, _ = ray.wait(list(todo), num_returns=1)
+            job = todo.pop(done[0])
+            try:
+                info = ray.get(done[0])
+            except Exception as e:  # noqa: BLE001 - a failed teacher stops the grid with its error
+                log_file = plan.teacher_dir(job.folder) / "trial.log"
+                raise ArtifactError(f"teacher {job.folder} failed: {_first_line(e)} (log: {log_file})") from None
+            outcome.teachers_trained += info["trained"]
+            emit("teacher_done", teacher=job.folder, seconds=info["s"], trained=bool(info["trained"]))
+    finally:
+        for ref in todo:
+            ray.cancel(ref, force=True)
+    return {folder: ray.put(pack_teacher(plan.teacher_dir(folder))) for folder in sorted(wanted)}
+
+
+# --------------------------------------------------------------------------- stage two: the cells
+def _newest_checkpoint(tune_dir: str | None, workdir: Path) -> str | None:
+    """The further of Tune's checkpoint and the cell folder's own (a trial may have saved its task
+    boundary and died before reporting it)."""
+    from .checkpoint import latest_checkpoint, read_checkpoint
+
+    if tune_dir is None:
+        return None
+    theirs = read_checkpoint(Path(tune_dir))
+    ours = latest_checkpoint(workdir)
+    return None if ours and ours.stages_done >= theirs.stages_done else tune_dir
+
+
+def _cell_trainable(config: dict, *, cells: dict[str, dict], teacher_refs: dict[str, Any],
+                    run_dir: str, fault: FaultInjection | None = None) -> None:
+    """One Tune trial: one cell's trial, resumed from its last finished task when there is one."""
+    from .trial import run_trial
+
+    cell = cells[config["cell"]]
+    cfg = trial_config(cell["config"], f"cell {config['cell']}")
+    workdir = Path(run_dir) / CELLS / config["cell"]
+    workdir.mkdir(parents=True, exist_ok=True)
+    write_json(workdir / "cell.json", cell["meta"])
+    teachers = {task: ray.get(teacher_refs[folder]) for task, folder in cell["teachers"]}
+    seen = {"progress_t": 0.0, "stages_run": 0}
+
+    def on_event(name: str, **e: Any) -> None:
+        if fault and fault.cell == config["cell"] and name == "step" and e["stage"] == fault.stage \
+                and e["step"] >= fault.step and not os.path.exists(fault.marker):
+            Path(fault.marker).write_text("fired")
+            raise RuntimeError(f"injected fault in {fault.cell} at stage {fault.stage}")
+        if name == "stage_end":
+            seen["stages_run"] += 1
+            tune.report(_stage_metrics(e["result"], e["tasks"]),
+                        checkpoint=tune.Checkpoint.from_directory(str(e["checkpoint"])))
+        elif name == "step" and time.monotonic() - seen["progress_t"] > PROGRESS_EVERY_S:
+            seen["progress_t"] = time.monotonic()
+            tune.report({"stage": e["stage"] + 1, "task": "+".join(e["tasks"]),
+                         "epoch": e["epoch"], "step": e["step"], "steps": e["steps"], "loss": e["loss"]})
+
+    ckpt = tune.get_checkpoint()
+    with (ckpt.as_directory() if ckpt else contextlib.nullcontext(None)) as tune_dir:
+        resume_from = _newest_checkpoint(tune_dir, workdir)
+        result = run_trial(cfg, workdir, teachers=teachers, on_event=on_event, resume_from=resume_from)
+    if not seen["stages_run"]:  # finished on disk before this attempt: tell Tune its scores once
+        tune.report(_stage_metrics(result, result.stages[-1]))
+
+
+def _stage_metrics(result, tasks) -> dict[str, Any]:
+    row = result.R[-1]
+    return {"stage": result.stages_done, "stages": len(result.stages), "task": "+".join(tasks),
+            "avg": sum(row) / len(row), "complete": result.complete,
+            **{f"score/{t}": v for t, v in zip(result.tasks, row)}}
+
+
+_emit: EventFn = lambda *a, **k: None  # the driver's event sink; the callback below reads it
+
+
+class GridMonitor(tune.Callback):
+    """Trial lifecycle and reports -> the driver's events. Stateless on purpose: Tune pickles it with
+    the experiment, and a restored experiment must report to the new driver's sink."""
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        _emit("cell", id=trial.config["cell"], state="running")
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        keys = ("stage", "stages", "task", "epoch", "step", "steps", "loss", "avg")
+        _emit("cell", id=trial.config["cell"], state="running",
+              **{k: result[k] for k in keys if result.get(k) is not None})
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        _emit("cell", id=trial.config["cell"], state="done")
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        _emit("cell", id=trial.config["cell"], state="error")
+
+    def on_trial_recover(self, iteration, trials, trial, **info):
+        _emit("cell", id=trial.config["cell"], state="retrying")
+
+
+def run_cells(plan: Plan, cells: list[Cell], teacher_refs: dict[str, Any], emit: EventFn,
+              fault: FaultInjection | None = None) -> dict[str, str]:
+    """One Tune trial per cell; returns the errors by cell id. Restores the Tune experiment of an
+    earlier run of the same grid, so its finished trials are not run again."""
+    global _emit
+    spec = plan.spec
+    tune_root = plan.run_dir / TUNE
+    ids = sorted(c.id for c in cells)
+    # One experiment per grid content: the same grid run again restores it (Tune skips its finished
+    # trials); a grid grown by seeds, methods or orders is a new experiment of its pending cells.
+    name = f"cells-{stable_hash(sorted(c.id for c in plan.cells), 10)}"
+    path = tune_root / name
+    payload = {c.id: {"config": c.config, "teachers": list(c.teachers), "meta": c.meta(spec.name)}
+               for c in cells}
+    trainable = tune.with_resources(
+        tune.with_parameters(_cell_trainable, cells=payload, teacher_refs=teacher_refs,
+                             run_dir=str(plan.run_dir), fault=fault),
+        {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
+    _emit = emit
+    if tune.Tuner.can_restore(str(path)):
+        emit("restore", experiment=str(path))
+        tuner = tune.Tuner.restore(str(path), trainable, resume_unfinished=True, resume_errored=True)
+    else:
+        tuner = tune.Tuner(
+            trainable, param_space={"cell": tune.grid_search(ids)},
+            tune_config=tune.TuneConfig(max_concurrent_trials=spec.ray.max_concurrent, reuse_actors=False,
+                                        trial_dirname_creator=lambda t: t.config["cell"],
+                                        trial_name_creator=lambda t: t.config["cell"]),
+            run_config=tune.RunConfig(
+                name=name, storage_path=str(tune_root), verbose=0, log_to_file=True,
+                callbacks=[GridMonitor()],
+                failure_config=tune.FailureConfig(max_failures=spec.ray.max_failures),
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=1)))
+    write_json(tune_root / CURRENT, {"experiment": name, "cells": ids})
+    results = tuner.fit()
+    errors = {}
+    for r in results:
+        if r.error is not None:
+            errors[r.config["cell"]] = _first_line(r.error)
+    return errors
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[-1] if text else ''}"[:300]
+
+
+# --------------------------------------------------------------------------- the whole grid
+def run_grid(plan: Plan, *, on_event: EventFn | None = None, fresh: bool = False,
+             num_cpus: int | None = None, fault: FaultInjection | None = None) -> GridOutcome:
+    """Run every cell of `plan` that is not finished on disk; return what each cell ended as."""
+    emit = on_event or (lambda *a, **k: None)
+    t0 = time.perf_counter()
+    outcome = GridOutcome(plan.run_dir)
+    if fresh:
+        for sub in (CELLS, TUNE):  # teachers are keyed by content and stay valid
+            shutil.rmtree(plan.run_dir / sub, ignore_errors=True)
+    changed = [c.id for c in plan.cells if plan.status(c).state == "changed"]
+    if changed:
+        raise ArtifactError(f"{plan.run_dir / CELLS}: {', '.join(changed[:3])}"
+                            f"{' ...' if len(changed) > 3 else ''} ran with other settings under the same "
+                            "cell ids; rename the grid, or start its cells over with --fresh")
+    pending = plan.pending()
+    write_text(plan.run_dir / "grid.yaml", yaml.safe_dump(plan.spec.model_dump(mode="json"), sort_keys=False))
+    spec = plan.spec
+    emit("plan", cells=len(plan.cells), pending=len(pending), run_dir=plan.run_dir)
+    if pending or any(j.reference and not plan.teacher_ready(j) for j in plan.teachers.values()):
+        address = spec.ray.address or os.environ.get("RAY_ADDRESS")
+        emit("ray", **connect(address, dashboard=spec.ray.dashboard, num_cpus=num_cpus))
+        refs = train_teachers(plan, pending, emit, outcome)
+        if pending:
+            emit("cells_start", cells=[c.id for c in pending])
+            outcome.errors = run_cells(plan, pending, refs, emit, fault)
+    outcome.cells = {c.id: plan.status(c).state for c in plan.cells}
+    outcome.wall_s = time.perf_counter() - t0
+    return outcome
+
+
+def shutdown() -> None:
+    if ray.is_initialized():
+        ray.shutdown()

@@ -1,0 +1,245 @@
+"""A grid's plan: its cells, the teachers they share, what is already on disk, and the work ahead.
+
+Pure bookkeeping, no Ray: `cli.py grid --dry-run` prints it, and the grid runner executes it.
+
+Run folder layout (RUN_DIR = STORAGE/NAME):
+    RUN_DIR/grid.yaml                     the grid as run (resolved)
+    RUN_DIR/cells/<cell_id>/              one trial per cell: results.json, cell.json, predictions/,
+                                          checkpoints/, trial.log (l2kd.trial.run_trial's folder)
+    RUN_DIR/teachers/<task>-<key>/        one single-task LAMOL teacher per key (l2kd.teachers)
+    RUN_DIR/tune/                         Ray Tune's experiment state (restore) and its checkpoints
+
+A cell id names what the cell is, `<experiment>.<order id>.<method label>.s<seed>` (order id `all`
+for order-free references), so adding seeds, methods or orders never renames an existing cell.
+"""
+
+from __future__ import annotations
+
+import functools
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .config import TrialConfig, trial_config
+from .data import load_split
+from .decode import pseudo_counts
+from .errors import DataError, UserError
+from .gridspec import Experiment, GridSpec, MethodEntry, is_order_free
+from .io import read_json
+from .methods import make_method
+from .results import RESULTS_FILE
+from .tasks import short_name
+from .teachers import MANIFEST, TeacherStore
+from .trial import config_hash
+
+CELLS, TEACHERS, TUNE = "cells", "teachers", "tune"
+
+
+@dataclass(frozen=True)
+class Cell:
+    id: str
+    experiment: str
+    order_id: str
+    order: tuple[str, ...]
+    method: str  # the entry's label (the row name in tables)
+    seed: int
+    config: dict[str, Any]  # the trial config, validated
+    teachers: tuple[tuple[str, str], ...] = ()  # (task, teacher folder name) pairs
+    reference: bool = False  # an order-free reference row (multitask, single variants)
+
+    def trial_config(self) -> TrialConfig:
+        return trial_config(self.config, f"cell {self.id}")
+
+    def meta(self, grid: str) -> dict[str, Any]:
+        """cell.json: what the report needs to place this cell's results."""
+        return {"cell_id": self.id, "grid": grid, "experiment": self.experiment,
+                "order_id": self.order_id, "order": list(self.order), "method": self.method,
+                "seed": self.seed, "reference": self.reference}
+
+
+@dataclass
+class TeacherJob:
+    folder: str  # <task>-<key>
+    task: str
+    config: dict[str, Any]  # the config of a trial that needs it (the teacher derives from it)
+    users: list[str] = field(default_factory=list)  # cell ids
+    seq_kd_modes: set[str] = field(default_factory=set)
+    reference: bool = False  # also the grid's "Single" row for its task
+
+
+@dataclass
+class CellStatus:
+    state: str  # new | partial | done | changed
+    stages_done: int
+    stages: int
+
+
+@dataclass
+class Plan:
+    spec: GridSpec
+    cells: list[Cell]
+    teachers: dict[str, TeacherJob]  # by folder name
+    missing_data: dict[str, str] = field(default_factory=dict)  # task -> the error
+
+    @property
+    def run_dir(self) -> Path:
+        return self.spec.run_dir
+
+    def cell_dir(self, cell: Cell) -> Path:
+        return self.run_dir / CELLS / cell.id
+
+    def teacher_dir(self, folder: str) -> Path:
+        return self.run_dir / TEACHERS / folder
+
+    def status(self, cell: Cell) -> CellStatus:
+        n = len(make_method(cell.trial_config().method).stages(list(cell.order)))
+        f = self.cell_dir(cell) / RESULTS_FILE
+        if not f.is_file():
+            return CellStatus("new", 0, n)
+        saved = read_json(f)
+        if saved.get("config_hash") != config_hash(cell.trial_config()):
+            return CellStatus("changed", len(saved.get("R", [])), n)
+        done = len(saved.get("R", []))
+        return CellStatus("done" if saved.get("complete") else "partial", done, n)
+
+    def teacher_ready(self, job: TeacherJob) -> bool:
+        return (self.teacher_dir(job.folder) / MANIFEST).is_file()
+
+    def pending(self) -> list[Cell]:
+        return [c for c in self.cells if self.status(c).state != "done"]
+
+
+def build_plan(spec: GridSpec, *, strict_data: bool = True) -> Plan:
+    """Every cell of the grid and every teacher it needs. With strict_data=False, missing data files
+    are recorded (for a dry run) instead of raised."""
+    cells: list[Cell] = []
+    teachers: dict[str, TeacherJob] = {}
+    missing: dict[str, str] = {}
+    store = TeacherStore(spec.run_dir / TEACHERS)
+
+    def teacher(cfg: TrialConfig, task: str, user: str | None, modes: tuple[str, ...], ref: bool) -> str:
+        try:
+            folder = store.folder(cfg, task).name
+        except DataError as e:
+            if strict_data:
+                raise
+            missing.setdefault(task, str(e))
+            folder = f"{task}-?"
+        job = teachers.setdefault(folder, TeacherJob(folder, task, cfg.to_dict()))
+        if user:
+            job.users.append(user)
+        job.seq_kd_modes.update(modes)
+        job.reference |= ref
+        return folder
+
+    def add(exp: Experiment, entry: MethodEntry, order_id: str, tasks: tuple[str, ...], seed: int,
+            reference: bool) -> None:
+        cid = f"{exp.name}.{order_id}.{entry.label}.s{seed}"
+        cfg = trial_config(spec.trial_dict(exp, entry, tasks, seed, cid), f"{spec.source}: cell {cid}")
+        method = make_method(cfg.method)
+        modes = method.seq_kd_modes(cfg)
+        needs = tuple((t, teacher(cfg, t, cid, modes, False)) for t in method.teachers_needed(cfg))
+        cells.append(Cell(cid, exp.name, order_id, tasks, entry.label, seed, cfg.to_dict(), needs, reference))
+
+    for exp in spec.experiments:
+        for seed in spec.seeds:
+            for order in spec.orders(exp):
+                for entry in spec.methods:
+                    add(exp, entry, order.id, order.tasks, seed, False)
+            for entry in spec.references:
+                if entry.name == "single" and _is_teacher(entry):
+                    for task in exp.tasks:  # the Single (QA+LM) row is the task's teacher itself
+                        base = trial_config(spec.trial_dict(exp, entry, (task,), seed, "single"), spec.source)
+                        teacher(base, task, None, (), True)
+                elif entry.name == "single":
+                    for task in exp.tasks:
+                        add(exp, entry, short_name(task), (task,), seed, True)
+                else:
+                    add(exp, entry, "all", tuple(exp.tasks), seed, True)
+    return Plan(spec, cells, teachers, missing)
+
+
+def _is_teacher(entry: MethodEntry) -> bool:
+    """A plain `single` reference is exactly the L2KD teacher (single-task QA+LM LAMOL)."""
+    return not entry.overrides and not entry.params.get("qa_only", False)
+
+
+# --------------------------------------------------------------------------- work estimate
+@dataclass(frozen=True)
+class RowLengths:
+    """Per training example of a task: the QA row (cqa) length; the LM row (gen_X) is one longer."""
+
+    qa: tuple[int, ...]
+
+    @property
+    def n(self) -> int:
+        return len(self.qa)
+
+    def tokens(self, with_lm: bool) -> int:
+        return sum(self.qa) + (sum(self.qa) + self.n if with_lm else 0)
+
+
+@functools.lru_cache(maxsize=256)
+def _row_lengths(task: str, data_json: str, tokenizer: tuple, max_len: int) -> RowLengths:
+    import json
+
+    from .config import DataConfig
+    from .tokenizer import Tokenizer
+
+    examples = load_split(task, "train", DataConfig(**json.loads(data_json)))
+    tok = Tokenizer.load(*tokenizer)
+    c = tok.encode_batch([e.context for e in examples])
+    q = tok.encode_batch([e.question for e in examples])
+    a = tok.encode_batch([" ".join(e.answers) for e in examples])
+    return RowLengths(tuple(min(len(x) + len(y) + len(z) + 1, max_len) for x, y, z in zip(c, q, a)))
+
+
+def _max_len(cfg: TrialConfig) -> int:
+    if cfg.model.pretrained:
+        return 1024
+    return int(cfg.model.gpt2_kwargs().get("n_positions", 1024))
+
+
+def cell_tokens(cfg: TrialConfig) -> int:
+    """Tokens the trial trains on (forward + backward through the student): real rows of every stage,
+    pseudo-replay rows (sized like the task they imitate), times epochs. Teachers are counted apart."""
+    import json
+
+    method = make_method(cfg.method)
+    data_json = json.dumps(cfg.data.model_dump(mode="json"))
+    tok = (cfg.model.tokenizer, cfg.model.pretrained, cfg.model.builtin_vocab_size)
+    lengths = {t: _row_lengths(t, data_json, tok, _max_len(cfg)) for t in cfg.tasks}
+    gen_ratio = getattr(method.p, "gen_ratio", 0.0)
+    total = 0
+    for stage in method.stages(list(cfg.tasks)):
+        per_epoch = sum(lengths[t].tokens(method.uses_lm) for t in stage)
+        previous = list(cfg.tasks[: cfg.tasks.index(stage[0])])
+        if gen_ratio and previous and len(stage) == 1:
+            counts = pseudo_counts(lengths[stage[0]].n, previous, gen_ratio)
+            for t, n in counts.items():
+                mean = statistics.fmean(lengths[t].qa) if lengths[t].n else 0
+                per_epoch += int(n * (2 * mean + 1 if method.uses_lm else mean))
+        total += per_epoch * cfg.training.epochs
+    return total
+
+
+def work(plan: Plan) -> dict[str, Any]:
+    """Trained tokens per cell and per teacher (None where data is missing), and the totals."""
+    from .teachers import teacher_config
+
+    cells, teachers = {}, {}
+    for c in plan.cells:
+        try:
+            cells[c.id] = cell_tokens(c.trial_config())
+        except UserError:
+            cells[c.id] = None
+    for name, job in plan.teachers.items():
+        try:
+            cfg = trial_config(job.config, f"teacher {name}")
+            teachers[name] = cell_tokens(teacher_config(cfg, job.task))
+        except UserError:
+            teachers[name] = None
+    known = [v for v in list(cells.values()) + list(teachers.values()) if v is not None]
+    return {"cells": cells, "teachers": teachers, "total": sum(known),
+            "unknown": sum(v is None for v in list(cells.values()) + list(teachers.values()))}
