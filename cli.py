@@ -152,7 +152,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
-def render_frame(df, title: str, digits: int = 1) -> list[Table]:
+def render_frame(df, digits: int = 1) -> list[Table]:
     """A report table (a DataFrame, maybe in blocks) as rich tables: one per block (an order, a
     mean or STD section), titled by it, with the same column widths throughout."""
     from l2kd.report.render import numeric_columns, rows
@@ -165,8 +165,7 @@ def render_frame(df, title: str, digits: int = 1) -> list[Table]:
     tables: list[Table] = []
     for block, cells in body:
         if block is not None or not tables:
-            caption = f"{title}: {block}" if block is not None else title
-            tables.append(Table(title=caption if not tables else block, title_justify="left"))
+            tables.append(Table(title=block, title_justify="left"))
             tables[-1].add_column(header[0], min_width=widths[0])
             for name, col, w in zip(header[1:], df.columns, widths[1:]):
                 tables[-1].add_column(name, justify="right" if col in numeric else "left", min_width=w)
@@ -184,7 +183,8 @@ def cmd_report(args: argparse.Namespace) -> int:
             out.rule(sec.title)
         for t in sec.tables:
             if t.main:
-                for table in render_frame(t.df, t.title, t.digits):
+                out.print(f"\n[bold]{escape(t.title)}[/bold]")
+                for table in render_frame(t.df, t.digits):
                     out.print(table)
         for note in dict.fromkeys(sec.notes):
             console.print(f"note: {note}", markup=False, highlight=False)

@@ -146,12 +146,12 @@ def collect(run_dir: str | Path, group_by: Iterable[str] = (), skip: Path | None
 def build_report(run_dir: str | Path, out_dir: str | Path | None = None,
                  group_by: Iterable[str] = ()) -> Report:
     """Read every result under `run_dir` and write the report folder (default RUN_DIR/report)."""
-    from .write import write_report  # matplotlib is loaded only when files are written
-
     run_dir = Path(run_dir)
     out = Path(out_dir) if out_dir else run_dir / REPORT_DIR
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / REPORT_FILE).is_file())):
         raise ArtifactError(f"{out}: exists and is not a report folder; name another --out")
     report = Report(run_dir, out, collect(run_dir, group_by, skip=out.resolve()), tuple(group_by))
+    from .write import write_report  # matplotlib is loaded only once there is something to draw
+
     write_report(report)
     return report

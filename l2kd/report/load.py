@@ -156,7 +156,6 @@ def load_trials(run_dir: str | Path, skip: Path | None = None) -> list[Trial]:
         raise ArtifactError(f"{run_dir}: no {RESULTS_FILE} under this folder (is it a run folder?)")
     trials = [load_trial(f, run_dir) for f in files]
     assign_labels(trials)
-    _check_duplicates(trials)
     return trials
 
 
@@ -246,6 +245,7 @@ def check_together(trials: list[Trial], where: str) -> None:
         detail = " vs ".join(f"{{{', '.join(k)}}} ({v[0].rel})" for k, v in sets.items())
         raise ArtifactError(f"{where}: lifelong trials over different task sets: {detail}; "
                             "report each set's folder separately")
+    _check_duplicates(trials)
 
 
 def group_trials(trials: list[Trial], group_by: Iterable[str]) -> dict[str, list[Trial]]:
