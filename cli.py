@@ -250,9 +250,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="tables, CL figures and learning curves of every result in a run folder")
     p.add_argument("run_dir", help="a grid's run folder, or any folder holding trial results.json files")
     p.add_argument("--out", help="report folder (default: RUN_DIR/report); replaced as a whole")
-    p.add_argument("--group-by", nargs="+", default=[], metavar="FIELD",
+    p.add_argument("--group-by", nargs="+", action="extend", default=[], metavar="FIELD",
                    help="split the report by these config fields (e.g. training.epochs) instead of "
-                   "refusing results whose settings differ")
+                   "refusing results whose settings differ (name RUN_DIR before this option)")
     p.set_defaults(fn=cmd_report)
 
     p = sub.add_parser("ls", help="list registered tasks, methods or metrics")

@@ -389,3 +389,40 @@ def test_cli_report_prints_the_main_tables(run_dir):
     assert res.returncode == 0, res.stderr
     assert "Table 2's shape" in res.stdout and "Lifelong: STD over orders" in res.stdout
     assert "Single (QA+LM)" in res.stdout and (run_dir / "rep" / "report.md").is_file()
+
+
+# --------------------------------------------------------------------------- on real trial outputs
+def test_report_on_real_trial_outputs(tmp_path):
+    """The contract with the trial writer: R, baseline, per-epoch curves and prediction files."""
+    from l2kd.trial import run_trial
+
+    small = {"data.max_train_examples": 24, "data.max_test_examples": 6}
+    run = tmp_path / "run"
+    results = {}
+    for name, tasks, method, extra in [("ab", [A, B], "lamol", {"eval.every_epoch": True, "eval.before_training": True}),
+                                       ("ba", [B, A], "lamol", {"eval.every_epoch": True, "eval.before_training": True}),
+                                       ("tb", [B], "single", {}), ("ta", [A], "single", {})]:
+        cfg = trial_config(tiny_trial(tasks=tasks, method=method, **small, **extra))
+        results[name] = run_trial(cfg, run / name)
+    report = build_report(run)
+    (sec,) = report.sections
+    per_order = sec.table("per_order").df
+    for name in ("ab", "ba"):
+        r = results[name]
+        order = " → ".join(r.tasks)
+        assert per_order.loc[(order, "lamol"), r.tasks].tolist() == pytest.approx(r.R[-1])
+    refs = sec.table("over_orders").df.loc["References (not lifelong)"]
+    assert refs.loc["Single (QA+LM)", [A, B]].tolist() == pytest.approx([results["ta"].R[0][0], results["tb"].R[0][0]])
+    figs = sec.table("cl_trials").df.reset_index().set_index("trial")
+    r = results["ab"]
+    b = [r.baseline[t][r.primary[t]] for t in r.tasks]
+    assert figs.loc["ab", "BWT"] == pytest.approx(r.R[1][0] - r.R[0][0])
+    assert figs.loc["ab", "FWT"] == pytest.approx(r.R[0][1] - b[1])
+    # one epoch per stage: curve points at x = 0 (untrained), 1 and 2, equal to R's rows
+    pts = sec.curves[(sec.curves.order_id == f"{A}>{B}") & (sec.curves.task == B)].sort_values("x")
+    assert pts.x.tolist() == [0, 1, 2] and pts.score.tolist() == pytest.approx([b[1], r.R[0][1], r.R[1][1]])
+    # teacher agreement: the per-example exact matches average to the aggregate scores
+    t8 = sec.table("teacher_agreement_by_task").df.loc[B]
+    assert t8.loc["Teacher", "Acc"] == pytest.approx(results["tb"].metrics[-1][B]["em"])
+    assert t8.loc["lamol", "Acc"] == pytest.approx((results["ab"].R[-1][1] + results["ba"].R[-1][0]) / 2)
+    assert (run / "report" / f"curves-{A}_{B}.png").is_file()

@@ -261,7 +261,7 @@ def group_trials(trials: list[Trial], group_by: Iterable[str]) -> dict[str, list
     for t in trials:
         title = ", ".join(f"{f}={_show(t.config.get(f, '<unset>'))}" for f in group_by)
         groups[title].append(t)
-    return dict(sorted(groups.items()))
+    return dict(sorted(groups.items(), key=lambda kv: natural_key(kv[0])))
 
 
 # --------------------------------------------------------------------------- task and order order
