@@ -49,9 +49,10 @@ def read_em(path: Path) -> pd.Series:
 
 
 def _teacher_for(task: str, seed: int, singles: list[Trial]) -> Trial | None:
-    """The task's teacher: a complete QA+LM single of the same seed, else of any seed."""
+    """The task's teacher: a complete QA+LM single (what L2KD trains as teacher), of the same seed
+    where one exists; a QA-only single only when there is no QA+LM one."""
     cands = [t for t in singles if t.order == (task,) and t.complete]
-    cands.sort(key=lambda t: (t.seed != seed, t.result.method_params.get("qa_only", False), t.rel))
+    cands.sort(key=lambda t: (bool(t.result.method_params.get("qa_only", False)), t.seed != seed, t.rel))
     return cands[0] if cands else None
 
 

@@ -33,7 +33,8 @@ DEFINITIONS = {
            "untrained model's score; the first task has no term; blank without b",
     "forgetting": "forgetting (Chaudhry et al. 2018): f_j = max over stages l < T-1 of R[l][j] "
                   "minus R[T-1][j], for j < T-1, averaged; the last task has none",
-    "gap_to_single": "gap to single: R[T-1][j] - Single_j (the same task trained alone), averaged "
+    "gap_to_single": "gap to single: R[T-1][j] - Single_j (the same task trained alone with QA+LM "
+                     "loss, of the same seed where one exists, else the mean over seeds), averaged "
                      "over tasks with a Single score",
 }
 
