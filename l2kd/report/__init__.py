@@ -21,7 +21,7 @@ import pandas as pd
 from ..errors import ArtifactError
 from . import agreement as A
 from . import tables as T
-from .load import Trial, canonical_tasks, check_together, grid_tasks, group_trials, load_trials
+from .load import Trial, assign_labels, canonical_tasks, check_together, grid_tasks, group_trials, load_trials
 from .tables import Table
 
 __all__ = ["Report", "Section", "Table", "build_report", "collect"]
@@ -138,6 +138,7 @@ def collect(run_dir: str | Path, group_by: Iterable[str] = (), skip: Path | None
     preferred = grid_tasks(run_dir)
     sections = []
     for title, members in group_trials(trials, group_by).items():
+        assign_labels(members)  # per section: a suffix only where rows of one table need it
         check_together(members, f"{run_dir}" + (f" ({title})" if title else ""))
         sections.append(build_section(title, members, preferred))
     return sections

@@ -154,9 +154,7 @@ def load_trials(run_dir: str | Path, skip: Path | None = None) -> list[Trial]:
     files = find_results(run_dir, skip)
     if not files:
         raise ArtifactError(f"{run_dir}: no {RESULTS_FILE} under this folder (is it a run folder?)")
-    trials = [load_trial(f, run_dir) for f in files]
-    assign_labels(trials)
-    return trials
+    return [load_trial(f, run_dir) for f in files]
 
 
 # --------------------------------------------------------------------------- labels
@@ -216,15 +214,15 @@ def _values_line(field_name: str, by_value: dict[str, list[Trial]]) -> str:
 
 def clashes(trials: list[Trial]) -> dict[str, dict[str, list[Trial]]]:
     """Experiment fields whose values differ between trials: field -> value -> trials."""
-    fields = sorted({k for t in trials for k in t.experiment()})
+    exps = [t.experiment() for t in trials]
     out = {}
-    for f in fields:
+    for f in sorted({k for e in exps for k in e}):
         by_value: dict[str, list[Trial]] = defaultdict(list)
-        for t in trials:
+        for t, e in zip(trials, exps):
             # primary.<task> only exists where the task does; a missing task is not a clash
-            if f.startswith("primary.") and f not in t.config:
+            if f.startswith("primary.") and f not in e:
                 continue
-            by_value[_show(t.experiment().get(f, "<unset>"))].append(t)
+            by_value[_show(e.get(f, "<unset>"))].append(t)
         if len(by_value) > 1:
             out[f] = dict(by_value)
     return out
