@@ -1,6 +1,6 @@
-"""Learning curves (the paper's Figures 3-5): for one order, a panel per task with its score along
-the whole stream, one line per method (the mean over seeds), stage boundaries dotted, and the
-task's Single score dashed where known.
+"""Learning curves (the paper's Figures 3-5): for one order, a panel per task in training order with
+its score along the whole stream, one line per method (the mean over seeds), stage boundaries
+dotted, and the task's Single score dashed where known.
 
 matplotlib's object API with the Agg canvas: no pyplot, so no global backend or figure state.
 """

@@ -76,8 +76,8 @@ def _section_md(sec, root: Path, folder: Path, files: list[Path]) -> list[str]:
                      f"Data: [curves.csv]({rel}curves.csv)\n")
         for order_id, points in sec.curves.groupby("order_id", sort=False):
             name = f"curves-{_slug(str(order_id))}.png"
-            files.append(plot_order(points, [t for t in sec.tasks if t in set(points.task)], sec.epochs,
-                                    sec.singles, sec.primary, folder / name))
+            order = points.order.iloc[0].split(" → ")  # panels in training order, as Figure 3
+            files.append(plot_order(points, order, sec.epochs, sec.singles, sec.primary, folder / name))
             lines.append(f"![{points.order.iloc[0]}]({rel}{name})\n")
     inv = sec.table("trials")
     if inv is not None:
