@@ -4,6 +4,7 @@
     python cli.py grid GRID.yaml           every (order x method x seed) cell of a grid, on Ray Tune
     python cli.py train TRIAL.yaml         one lifelong trial, with a live progress display
     python cli.py validate FILE            check a trial config and its data without running
+    python cli.py report RUN_DIR           the paper's tables, CL figures and curves of a run folder
     python cli.py ls {tasks,methods,metrics}
 
 Bad input (a config key, a data file, a task name) is reported as one line, exit code 2.
@@ -22,6 +23,7 @@ from pathlib import Path
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from rich.console import Console  # noqa: E402
+from rich.markup import escape  # noqa: E402
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn  # noqa: E402
 from rich.table import Table  # noqa: E402
 
@@ -293,6 +295,48 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def render_frame(df, digits: int = 1) -> list[Table]:
+    """A report table (a DataFrame, maybe in blocks) as rich tables: one per block (an order, a
+    mean or STD section), titled by it, with the same column widths throughout."""
+    from l2kd.report.render import numeric_columns, rows
+
+    header, body = rows(df, digits)
+    numeric = numeric_columns(df)
+    widths = [max([len(h)] + [len(c[i]) for b, c in body if b is None]) for i, h in enumerate(header)]
+    if sum(widths) + 3 * len(widths) + 1 > out.width:  # too wide: let rich wrap rather than crop
+        widths = [None] * len(widths)
+    tables: list[Table] = []
+    for block, cells in body:
+        if block is not None or not tables:
+            tables.append(Table(title=block, title_justify="left"))
+            tables[-1].add_column(header[0], min_width=widths[0])
+            for name, col, w in zip(header[1:], df.columns, widths[1:]):
+                tables[-1].add_column(name, justify="right" if col in numeric else "left", min_width=w)
+        if block is None:
+            tables[-1].add_row(*[escape(c) for c in cells])
+    return tables
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from l2kd.report import build_report
+
+    report = build_report(args.run_dir, out_dir=args.out, group_by=args.group_by)
+    for sec in report.sections:
+        if sec.title:
+            out.rule(sec.title)
+        for t in sec.tables:
+            if t.main:
+                out.print(f"\n[bold]{escape(t.title)}[/bold]")
+                for table in render_frame(t.df, t.digits):
+                    out.print(table)
+        for note in dict.fromkeys(sec.notes):
+            console.print(f"note: {note}", markup=False, highlight=False)
+    n = len(report.trials)
+    console.print(f"{n} trial result(s) -> {len(report.files)} files in {report.out_dir} "
+                  f"(start with {report.out_dir / 'report.md'})", markup=False, soft_wrap=True)
+    return 0
+
+
 def cmd_ls(args: argparse.Namespace) -> int:
     if args.what == "tasks":
         from l2kd.tasks import TASKS
@@ -364,6 +408,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--explain", action="store_true", help="print every config key with its meaning")
     p.set_defaults(fn=cmd_validate)
+
+    p = sub.add_parser("report", help="tables, CL figures and learning curves of every result in a run folder")
+    p.add_argument("run_dir", help="a grid's run folder, or any folder holding trial results.json files")
+    p.add_argument("--out", help="report folder (default: RUN_DIR/report); replaced as a whole")
+    p.add_argument("--group-by", nargs="+", action="extend", default=[], metavar="FIELD",
+                   help="split the report by these config fields (e.g. training.epochs) instead of "
+                   "refusing results whose settings differ (name RUN_DIR before this option)")
+    p.set_defaults(fn=cmd_report)
 
     p = sub.add_parser("ls", help="list registered tasks, methods or metrics")
     p.add_argument("what", choices=["tasks", "methods", "metrics"])

@@ -1,0 +1,428 @@
+"""The aggregator: CL figures pinned on hand-computed matrices, tables, outputs, refusals, the CLI."""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from l2kd.config import trial_config
+from l2kd.errors import ArtifactError, ConfigError
+from l2kd.io import write_json, write_jsonl
+from l2kd.report import build_report, collect
+from l2kd.report import figures as F
+from l2kd.report import tables as T
+from l2kd.report.render import to_latex, to_markdown
+from l2kd.results import TrialResult
+from l2kd.tasks import TASKS
+
+from conftest import REPO, tiny_trial
+
+# R[i][j]: task j (position in the order) after stage i. Hand-computed figures below.
+R3 = [[80.0, 10.0, 5.0],
+      [60.0, 70.0, 20.0],
+      [50.0, 65.0, 90.0]]
+B3 = [2.0, 4.0, 6.0]
+
+
+def test_final_average_uses_the_last_row():
+    assert F.final_average(R3) == pytest.approx((50 + 65 + 90) / 3)
+
+
+def test_bwt_uses_the_diagonal_and_leaves_out_the_task_seen_last():
+    # (R[2][0] - R[0][0]) + (R[2][1] - R[1][1]) = -30 + -5, over T-1 = 2 (not 3: the last task has no term)
+    assert F.backward_transfer(R3) == pytest.approx(-17.5)
+    per_task = F.backward_transfer_per_task(R3)
+    assert per_task[:2].tolist() == [-30.0, -5.0] and math.isnan(per_task[2])
+
+
+def test_fwt_starts_at_the_second_task_and_reads_the_stage_before():
+    # (R[0][1] - b1) + (R[1][2] - b2) = (10 - 4) + (20 - 6), over 2; the first task has no term
+    assert F.forward_transfer(R3, B3) == pytest.approx(10.0)
+    per_task = F.forward_transfer_per_task(R3, B3)
+    assert math.isnan(per_task[0]) and per_task[1:].tolist() == [6.0, 14.0]
+
+
+def test_fwt_without_a_baseline_is_undefined_not_zero():
+    assert math.isnan(F.forward_transfer(R3, None))
+    assert np.isnan(F.forward_transfer_per_task(R3, None)).all()
+
+
+def test_forgetting_leaves_out_the_last_task():
+    # f0 = max(80, 60) - 50 = 30; f1 = max(10, 70) - 65 = 5; the last task (90) has no forgetting
+    per_task = F.forgetting_per_task(R3)
+    assert per_task[:2].tolist() == [30.0, 5.0] and math.isnan(per_task[2])
+    assert F.forgetting(R3) == pytest.approx(17.5)
+
+
+def test_forgetting_takes_the_max_over_every_earlier_stage():
+    # Task 1 scored 75 before it was trained (forward transfer) and 70 after: the max is 75.
+    R = [[80.0, 75.0, 5.0], [60.0, 70.0, 20.0], [50.0, 65.0, 90.0]]
+    assert F.forgetting_per_task(R)[1] == pytest.approx(10.0)
+
+
+def test_average_incremental_averages_the_tasks_seen_so_far():
+    # stage 0: 80; stage 1: (60 + 70) / 2 = 65; stage 2: (50 + 65 + 90) / 3
+    assert F.average_incremental(R3) == pytest.approx((80 + 65 + 205 / 3) / 3)
+
+
+def test_gap_to_single_skips_tasks_without_a_single_score():
+    gaps = F.gap_to_single_per_task(R3, [55.0, None, 85.0])
+    assert gaps[0] == -5.0 and math.isnan(gaps[1]) and gaps[2] == 5.0
+    assert F.gap_to_single(R3, [55.0, None, 85.0]) == pytest.approx(0.0)
+
+
+def test_two_tasks():
+    R = [[40.0, 12.0], [30.0, 60.0]]
+    got = F.figures(R, baseline=[1.0, 2.0], single=[50.0, 70.0])
+    assert got == pytest.approx({"final_avg": 45.0, "avg_incremental": (40 + 45) / 2, "bwt": -10.0,
+                                 "fwt": 10.0, "forgetting": 10.0, "gap_to_single": -15.0})
+
+
+def test_one_task_has_no_transfer_figures():
+    got = F.figures([[33.0]], baseline=[3.0])
+    assert got["final_avg"] == 33.0 and got["avg_incremental"] == 33.0
+    assert all(math.isnan(got[k]) for k in ("bwt", "fwt", "forgetting", "gap_to_single"))
+
+
+def test_a_non_square_matrix_is_refused():
+    with pytest.raises(ValueError, match="square"):
+        F.final_average([[1.0, 2.0]])
+
+
+# --------------------------------------------------------------------------- tables
+
+# The paper's Table 2 (WOZ, CNN, SQL final scores in six orders) and its Table 3 rows derived from it.
+PAPER_T2 = {
+    "finetune": [[0.0, 26.3, 64.3], [84.6, 6.8, 2.1], [0.1, 26.0, 0.0], [0.0, 25.8, 0.0], [3.6, 24.5, 64.0],
+                 [85.0, 7.3, 0.0]],
+    "lamol": [[67.6, 27.3, 62.5], [83.0, 27.8, 60.8], [76.1, 26.0, 55.0], [76.1, 26.3, 59.3], [79.8, 27.3, 64.1],
+              [84.0, 27.2, 58.7]],
+    "word_kd": [[82.4, 27.6, 65.0], [86.1, 27.5, 63.2], [79.5, 26.2, 59.6], [81.4, 26.7, 59.6],
+                [83.5, 27.8, 65.0], [78.7, 26.4, 59.0]],
+}
+PAPER_T3_MEAN = {"finetune": [28.9, 19.5, 21.7, 23.4], "lamol": [77.7, 27.0, 60.0, 54.9],
+                 "word_kd": [81.9, 27.0, 61.9, 57.0]}
+PAPER_T3_STD = {"finetune": [43.3, 9.6, 32.9, 28.6], "lamol": [6.0, 0.7, 3.2, 3.3], "word_kd": [2.7, 0.7, 2.8, 2.1]}
+WCS = ["woz.en", "cnn_dailymail", "wikisql"]
+
+
+def test_the_papers_table3_follows_from_its_table2():
+    rows = [{"role": "lifelong", "method": m, "order_id": f"o{k}", "order": f"o{k}", "seed": 1, "task": task,
+             "score": v, "trial": ""}
+            for m, orders in PAPER_T2.items() for k, scores in enumerate(orders) for task, v in zip(WCS, scores)]
+    table = T.over_orders(pd.DataFrame(rows), WCS)
+    mean = table.loc["Lifelong: mean over orders"]
+    std = table.loc["Lifelong: STD over orders"]
+    for m in PAPER_T2:
+        # Means agree to the rounding of Table 2's one-decimal inputs.
+        assert mean.loc[m, WCS + ["Avg"]].tolist() == pytest.approx(PAPER_T3_MEAN[m], abs=0.11)
+        # STD: n-1, and the Avg of an STD row is the mean of the task STDs; population STD would give
+        # 39.6 for Finetune's WOZ, the STD of the Avg column 11.4 instead of 28.6.
+        assert std.loc[m, WCS + ["Avg"]].round(1).tolist() == PAPER_T3_STD[m]
+        assert mean.loc[m, "orders"] == 6
+
+
+# --------------------------------------------------------------------------- a synthetic run folder
+A, B, C = "synth.nlg", "synth.sentiment", "synth.state"
+
+
+def write_trial(folder: Path, tasks, method: str, R, *, seed: int = 1, baseline=None, curves=(), params=None,
+                complete=True, cell: dict | None = None, preds: dict | None = None, **over) -> Path:
+    """A results.json as the trial writes it (the real TrialResult and resolved config), R given."""
+    cfg = trial_config(tiny_trial(tasks=list(tasks), method={"name": method, **(params or {})}, seed=seed, **over))
+    primary = {t: TASKS.get(t).primary_metric for t in tasks}
+    stages = [list(tasks)] if method == "multitask" else [[t] for t in tasks]
+    result = TrialResult(
+        name="t", tasks=list(tasks), method=method, method_params=cfg.method_params().model_dump(mode="json"),
+        seed=seed, stages=stages, primary=primary, config=cfg.to_dict(), config_hash="h",
+        R=[list(map(float, row)) for row in R],
+        metrics=[{t: {primary[t]: float(v), "nf1": 0.0} for t, v in zip(tasks, row)} for row in R],
+        baseline=None if baseline is None else {t: {primary[t]: float(b)} for t, b in zip(tasks, baseline)},
+        curves=list(curves), complete=complete)
+    result.save(folder)
+    if cell is not None:
+        write_json(folder / "cell.json", {"cell_id": folder.name, "grid": "g", "order": list(tasks), **cell})
+    for (stage, task), ems in (preds or {}).items():
+        write_jsonl(folder / "predictions" / f"stage-{stage:02d}" / f"{task}.jsonl",
+                    [{"index": i, "id": f"q{i}", "prediction": "", "references": ["x"], "em": float(e)}
+                     for i, e in enumerate(ems)])
+    return folder
+
+
+def cell(order_id: str, method: str, seed: int = 1) -> dict:
+    return {"order_id": order_id, "method": method, "seed": seed}
+
+
+@pytest.fixture
+def run_dir(tmp_path) -> Path:
+    """Two orders x (lamol, finetune), lamol with two seeds in order o1, teachers, a multitask run."""
+    run = tmp_path / "run"
+    curves = [{"stage": s, "epoch": 1, "scores": {t: {TASKS.get(t).primary_metric: 10.0 * s + k}
+                                                  for k, t in enumerate([A, B, C])}} for s in range(3)]
+    write_trial(run / "cells" / "o1-lamol-s1", [A, B, C], "lamol", R3, baseline=B3, cell=cell("o1", "lamol"),
+                preds={(2, B): [1, 1, 0, 0, 1]}, **{"eval.every_epoch": True})
+    write_trial(run / "cells" / "o1-lamol-s2", [A, B, C], "lamol", [[0, 0, 0], [0, 0, 0], [52, 67, 92]], seed=2,
+                baseline=B3, cell=cell("o1", "lamol", 2), preds={(2, B): [1, 1, 1, 1, 1]})
+    write_trial(run / "cells" / "o2-lamol-s1", [C, B, A], "lamol", [[90, 5, 10], [70, 80, 20], [60, 70, 55]],
+                baseline=[1, 1, 1], cell=cell("o2", "lamol"), preds={(2, B): [1, 0, 0, 1, 1]})
+    write_trial(run / "cells" / "o1-finetune-s1", [A, B, C], "finetune", [[80, 10, 5], [20, 70, 20], [10, 15, 90]],
+                cell=cell("o1", "finetune"), curves=curves)
+    write_trial(run / "cells" / "o2-finetune-s1", [C, B, A], "finetune", [[90, 5, 10], [20, 80, 20], [10, 10, 50]],
+                cell=cell("o2", "finetune"))
+    write_trial(run / "cells" / "o2-finetune-s2", [C, B, A], "finetune", [[90, 5, 10]], seed=2,
+                cell=cell("o2", "finetune", 2), complete=False)
+    write_trial(run / "cells" / "multi", [A, B, C], "multitask", [[70, 75, 85]], cell=cell("all", "multitask"))
+    write_trial(run / "cells" / "multi-qa", [A, B, C], "multitask", [[68, 74, 83]], params={"qa_only": True},
+                cell=cell("all", "multitask"))
+    for task, score, preds in [(A, 60, None), (B, 72, [1, 1, 1, 0, 0]), (C, 92, None)]:
+        write_trial(run / "teachers" / f"{task}-abc", [task], "single", [[score]],
+                    preds={(0, task): preds} if preds else None,
+                    **{"eval.before_training": False})
+    (run / "grid.yaml").write_text(f"tasks: [{A}, {B}, {C}]\n")
+    return run
+
+
+def test_tables_of_a_run_folder(run_dir):
+    (sec,) = collect(run_dir)
+    assert sec.tasks == [A, B, C]
+    per_order = sec.table("per_order").df
+    o1 = "synth.nlg → synth.sentiment → synth.state"
+    # lamol in o1: seeds 1 and 2 averaged: (50 + 52) / 2, (65 + 67) / 2, (90 + 92) / 2
+    assert per_order.loc[(o1, "lamol"), [A, B, C]].tolist() == [51.0, 66.0, 91.0]
+    assert per_order.loc[(o1, "lamol"), "Avg"] == pytest.approx(208 / 3)
+    assert per_order.loc[(o1, "lamol"), "seeds"] == 2
+    over = sec.table("over_orders").df
+    # lamol per order (by task name, not position): o1 = 51, 66, 91; o2 = 55, 70, 60
+    assert over.loc[("Lifelong: mean over orders", "lamol"), [A, B, C]].tolist() == [53.0, 68.0, 75.5]
+    sd = over.loc[("Lifelong: STD over orders", "lamol"), [A, B, C, "Avg"]].tolist()
+    assert sd == pytest.approx([np.sqrt(8), np.sqrt(8), np.sqrt(480.5), (2 * np.sqrt(8) + np.sqrt(480.5)) / 3])
+    refs = over.loc["References (not lifelong)"]
+    assert list(refs.index) == ["Single (QA+LM)", "Multi (QA)", "Multi (QA+LM)"]
+    assert refs.loc["Single (QA+LM)", [A, B, C]].tolist() == [60.0, 72.0, 92.0]
+    # the incomplete finetune trial is listed, not averaged
+    assert sec.table("incomplete").df.index.tolist() == ["cells/o2-finetune-s2"]
+    assert over.loc[("Lifelong: mean over orders", "finetune"), A] == pytest.approx((10 + 50) / 2)
+
+
+def test_seeds_are_a_separate_labelled_table(run_dir):
+    (sec,) = collect(run_dir)
+    seeds = sec.table("over_seeds")
+    assert "SEEDS" in seeds.title and "not orders" in seeds.title
+    # lamol seed 1 averaged over its two orders: nlg (50 + 55) / 2; seed 2 has only o1: 52
+    mean = seeds.df.loc[("Mean over seeds", "lamol")]
+    assert mean[A] == pytest.approx((52.5 + 52) / 2) and mean["seeds"] == 2
+    assert seeds.df.loc[("STD over seeds", "lamol"), A] == pytest.approx(np.std([52.5, 52], ddof=1))
+
+
+def test_cl_figures_per_trial_and_per_task(run_dir):
+    (sec,) = collect(run_dir)
+    trials = sec.table("cl_trials").df.reset_index()
+    row = trials[(trials.method == "lamol") & (trials.trial == "cells/o1-lamol-s1")].iloc[0]
+    assert row["BWT"] == pytest.approx(-17.5) and row["FWT"] == pytest.approx(10.0)
+    assert row["forgetting"] == pytest.approx(17.5)
+    # gap to the teachers' scores: (50 - 60) + (65 - 72) + (90 - 92), over 3
+    assert row["gap to single"] == pytest.approx(-19 / 3)
+    ft = trials[trials.trial == "cells/o1-finetune-s1"].iloc[0]
+    assert np.isnan(ft["FWT"])  # no untrained-model scores recorded
+    tasks = sec.table("cl_tasks").df.reset_index()
+    last = tasks[(tasks.method == "lamol") & (tasks.order.str.startswith("synth.state")) & (tasks.task == A)]
+    assert last.position.tolist() == [3] and np.isnan(last.forgetting.iloc[0])  # seen last: none
+    forgetting = sec.table("forgetting").df
+    # lamol forgetting of synth.nlg: o1 seeds (30, -52 -> max(0,0)-52 = -52) averaged = -11; o2: last
+    assert forgetting.loc["lamol", A] == pytest.approx((30 + (0 - 52)) / 2)
+
+
+def test_teacher_agreement_splits_by_the_teachers_right_and_wrong_items(run_dir):
+    (sec,) = collect(run_dir)
+    t8 = sec.table("teacher_agreement_by_task").df.loc[B]
+    # teacher right on items 0-2 (A), wrong on 3-4 (B).
+    # lamol o1: seed 1 [1,1,0,0,1] -> A 2/3, B 1/2; seed 2 all right -> A 1, B 1; mean over seeds.
+    # lamol o2: [1,0,0,1,1] -> A 1/3, B 1. Then the mean over orders.
+    o1_a, o1_b = (200 / 3 + 100) / 2, (50 + 100) / 2
+    assert t8.loc["lamol", "Acc (A)"] == pytest.approx((o1_a + 100 / 3) / 2)
+    assert t8.loc["lamol", "Acc (B)"] == pytest.approx((o1_b + 100) / 2)
+    assert t8.loc["Teacher", ["Acc", "Acc (A)", "Acc (B)"]].tolist() == [60.0, 100.0, 0.0]
+    t6 = sec.table("teacher_agreement").df
+    assert t6.index.tolist() == ["Teacher", "lamol"]  # finetune has no predictions: left out
+    assert t6.loc["lamol", "Δ (A) vs lamol"] == 0.0
+
+
+def test_learning_curves_use_epochs_where_recorded(run_dir):
+    (sec,) = collect(run_dir)
+    pts = sec.curves
+    ft = pts[(pts.method == "finetune") & (pts.order_id == "o1") & (pts.task == B)].sort_values("x")
+    assert ft.x.tolist() == [1, 2, 3] and ft.score.tolist() == [1.0, 11.0, 21.0]  # from `curves`, 1 epoch
+    lam = pts[(pts.method == "lamol") & (pts.order_id == "o2") & (pts.task == B)].sort_values("x")
+    assert lam.x.tolist() == [0, 1, 2, 3] and lam.score.tolist() == [1.0, 5.0, 80.0, 70.0]  # baseline, R
+
+
+def test_every_output_file_is_written(run_dir):
+    report = build_report(run_dir)
+    out = run_dir / "report"
+    assert report.out_dir == out
+    for stem in ("per_order", "over_orders", "over_seeds", "teacher_agreement"):
+        for ext in ("csv", "md", "tex"):
+            assert (out / f"{stem}.{ext}").is_file(), f"{stem}.{ext}"
+    for stem in ("cl_summary", "cl_trials", "cl_tasks", "forgetting", "incomplete", "trials"):
+        assert (out / f"{stem}.csv").is_file() and (out / f"{stem}.md").is_file()
+    for order in ("o1", "o2"):
+        assert (out / f"curves-{order}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    text = (out / "report.md").read_text()
+    assert "## Definitions" in text and "BWT (backward transfer, GEM)" in text and "curves-o1.png" in text
+    assert "| **Lifelong: STD over orders** |" in text
+    assert set(report.files) == {str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()}
+    csv = pd.read_csv(out / "over_orders.csv", index_col=[0, 1])
+    assert csv.loc[("Lifelong: mean over orders", "lamol"), C] == pytest.approx(75.5)
+    build_report(run_dir)  # a second run replaces the folder (and does not read its own output)
+    assert not any(p.name.startswith(".") for p in run_dir.iterdir())
+
+
+# --------------------------------------------------------------------------- belonging together
+def test_results_with_other_settings_are_refused_naming_the_field(run_dir):
+    write_trial(run_dir / "cells" / "o3-lamol", [B, A, C], "lamol", R3, cell=cell("o3", "lamol"),
+                **{"training.epochs": 2})
+    with pytest.raises(ArtifactError) as err:
+        collect(run_dir)
+    msg = str(err.value)
+    assert "training.epochs = 1 (" in msg and "vs 2 (cells/o3-lamol)" in msg and "--group-by training.epochs" in msg
+    assert "\n" not in msg
+
+
+def test_group_by_splits_into_sections(run_dir):
+    write_trial(run_dir / "cells" / "o3-lamol", [B, A, C], "lamol", R3, cell=cell("o3", "lamol"),
+                **{"training.epochs": 2})
+    report = build_report(run_dir, group_by=["training.epochs"])
+    assert [s.title for s in report.sections] == ["training.epochs=1", "training.epochs=2"]
+    assert len(report.sections[1].trials) == 1
+    assert (run_dir / "report" / "training.epochs=2" / "per_order.csv").is_file()
+    assert "## training.epochs=1" in (run_dir / "report" / "report.md").read_text()
+
+
+def test_group_by_an_unknown_field_suggests_one(run_dir):
+    with pytest.raises(ConfigError, match="did you mean 'training.epochs'"):
+        collect(run_dir, group_by=["training.epoch"])
+
+
+def test_a_different_primary_metric_is_a_clash(tmp_path):
+    write_trial(tmp_path / "a", [A], "single", [[50]])
+    r = TrialResult.load(tmp_path / "a")
+    r.primary = {A: "rougeL"}
+    r.save(tmp_path / "b")
+    with pytest.raises(ArtifactError, match="primary.synth.nlg = avg_rouge"):
+        collect(tmp_path)
+
+
+def test_plain_train_folders_without_cell_files(tmp_path):
+    write_trial(tmp_path / "x", [A, B], "lamol", [[40, 12], [30, 60]])
+    write_trial(tmp_path / "y", [A, B], "lamol", [[40, 12], [30, 62]], seed=3)
+    write_trial(tmp_path / "z", [B, A], "lamol", [[60, 1], [50, 70]], params={"lm_lambda": 0.5})
+    (sec,) = collect(tmp_path)
+    long = T.finals(sec.trials)
+    assert set(long.order_id) == {f"{A}>{B}", f"{B}>{A}"}
+    assert set(long.method) == {"lamol(lm_lambda=0.25)", "lamol(lm_lambda=0.5)"}
+    assert set(long.seed) == {1, 3}  # from the results themselves
+
+
+def test_two_results_of_one_cell_are_refused(tmp_path):
+    write_trial(tmp_path / "x", [A, B], "lamol", [[40, 12], [30, 60]])
+    write_trial(tmp_path / "copy", [A, B], "lamol", [[40, 12], [30, 60]])
+    with pytest.raises(ArtifactError, match="two complete results for lamol"):
+        collect(tmp_path)
+
+
+def test_an_existing_folder_that_is_not_a_report_is_not_replaced(run_dir, tmp_path):
+    keep = tmp_path / "precious"
+    keep.mkdir()
+    (keep / "notes.txt").write_text("mine")
+    with pytest.raises(ArtifactError, match="not a report folder"):
+        build_report(run_dir, out_dir=keep)
+    assert (keep / "notes.txt").read_text() == "mine"
+
+
+# --------------------------------------------------------------------------- rendering
+def test_markdown_and_latex_blocks_blanks_and_escapes():
+    df = pd.DataFrame({"a_b": [1.25, np.nan], "orders": pd.array([6, pd.NA], dtype="Int64")},
+                      index=pd.MultiIndex.from_tuples([("x → y", "m&1"), ("x → y", "m2")], names=["order", "method"]))
+    md = to_markdown(df)
+    assert md.splitlines()[2] == "| **x → y** | | |"
+    assert "| m&1 | 1.2 | 6 |" in md and "| m2 |  |  |" in md
+    tex = to_latex(df, "cap_tion")
+    assert r"\multicolumn{3}{c}{x $\rightarrow$ y} \\" in tex and r"m\&1 & 1.2 & 6 \\" in tex
+    assert r"a\_b" in tex and r"\caption{cap\_tion}" in tex
+
+
+# --------------------------------------------------------------------------- the command line
+def cli(*args):
+    env = {**os.environ, "COLUMNS": "200"}  # rich wraps titles at the 80 columns of a pipe
+    return subprocess.run([sys.executable, str(REPO / "cli.py"), *args], capture_output=True, text=True,
+                          cwd=REPO, timeout=300, env=env)
+
+
+@pytest.mark.parametrize("make, fragment", [(lambda p: None, "no such folder"),
+                                            (lambda p: p.mkdir(), "no results.json under this folder")])
+def test_cli_refuses_an_unknown_or_empty_folder(tmp_path, make, fragment):
+    target = tmp_path / "run"
+    make(target)
+    res = cli("report", str(target))
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    lines = [l for l in res.stderr.splitlines() if l.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and fragment in lines[0]
+    assert not (target / "report").exists()
+
+
+def test_cli_refuses_a_malformed_result(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "results.json").write_text('{"format": "l2kd.trial/1", "R": [')
+    res = cli("report", str(tmp_path))
+    assert res.returncode == 2 and "a/results.json: unreadable result file" in res.stderr
+
+
+def test_cli_report_prints_the_main_tables(run_dir):
+    res = cli("report", str(run_dir), "--out", str(run_dir / "rep"))
+    assert res.returncode == 0, res.stderr
+    assert "Table 2's shape" in res.stdout and "Lifelong: STD over orders" in res.stdout
+    assert "Single (QA+LM)" in res.stdout and (run_dir / "rep" / "report.md").is_file()
+
+
+# --------------------------------------------------------------------------- on real trial outputs
+def test_report_on_real_trial_outputs(tmp_path):
+    """The contract with the trial writer: R, baseline, per-epoch curves and prediction files."""
+    from l2kd.trial import run_trial
+
+    small = {"data.max_train_examples": 24, "data.max_test_examples": 6}
+    run = tmp_path / "run"
+    results = {}
+    for name, tasks, method, extra in [("ab", [A, B], "lamol", {"eval.every_epoch": True, "eval.before_training": True}),
+                                       ("ba", [B, A], "lamol", {"eval.every_epoch": True, "eval.before_training": True}),
+                                       ("tb", [B], "single", {}), ("ta", [A], "single", {})]:
+        cfg = trial_config(tiny_trial(tasks=tasks, method=method, **small, **extra))
+        results[name] = run_trial(cfg, run / name)
+    report = build_report(run)
+    (sec,) = report.sections
+    per_order = sec.table("per_order").df
+    for name in ("ab", "ba"):
+        r = results[name]
+        order = " → ".join(r.tasks)
+        assert per_order.loc[(order, "lamol"), r.tasks].tolist() == pytest.approx(r.R[-1])
+    refs = sec.table("over_orders").df.loc["References (not lifelong)"]
+    assert refs.loc["Single (QA+LM)", [A, B]].tolist() == pytest.approx([results["ta"].R[0][0], results["tb"].R[0][0]])
+    figs = sec.table("cl_trials").df.reset_index().set_index("trial")
+    r = results["ab"]
+    b = [r.baseline[t][r.primary[t]] for t in r.tasks]
+    assert figs.loc["ab", "BWT"] == pytest.approx(r.R[1][0] - r.R[0][0])
+    assert figs.loc["ab", "FWT"] == pytest.approx(r.R[0][1] - b[1])
+    # one epoch per stage: curve points at x = 0 (untrained), 1 and 2, equal to R's rows
+    pts = sec.curves[(sec.curves.order_id == f"{A}>{B}") & (sec.curves.task == B)].sort_values("x")
+    assert pts.x.tolist() == [0, 1, 2] and pts.score.tolist() == pytest.approx([b[1], r.R[0][1], r.R[1][1]])
+    # teacher agreement: the per-example exact matches average to the aggregate scores
+    t8 = sec.table("teacher_agreement_by_task").df.loc[B]
+    assert t8.loc["Teacher", "Acc"] == pytest.approx(results["tb"].metrics[-1][B]["em"])
+    assert t8.loc["lamol", "Acc"] == pytest.approx((results["ab"].R[-1][1] + results["ba"].R[-1][0]) / 2)
+    assert (run / "report" / f"curves-{A}_{B}.png").is_file()
