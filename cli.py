@@ -275,6 +275,14 @@ def cmd_grid(args: argparse.Namespace) -> int:
                   f"{outcome.teachers_reused}; results in {plan.run_dir / 'cells'}")
     for cid, err in outcome.errors.items():
         console.print(f"  {cid}: {err} (log: {plan.run_dir / 'cells' / cid / 'trial.log'})", markup=False)
+    if not args.no_report:  # the grid's last step: the paper's tables from what is on disk
+        from l2kd.report import build_report
+
+        try:
+            print_report(build_report(plan.run_dir))
+        except UserError as e:
+            console.print(f"report: {e}", markup=False, highlight=False, soft_wrap=True)
+            return 1
     return 0 if outcome.ok else 1
 
 
@@ -320,7 +328,11 @@ def render_frame(df, digits: int = 1) -> list[Table]:
 def cmd_report(args: argparse.Namespace) -> int:
     from l2kd.report import build_report
 
-    report = build_report(args.run_dir, out_dir=args.out, group_by=args.group_by)
+    print_report(build_report(args.run_dir, out_dir=args.out, group_by=args.group_by))
+    return 0
+
+
+def print_report(report) -> None:
     for sec in report.sections:
         if sec.title:
             out.rule(sec.title)
@@ -334,7 +346,6 @@ def cmd_report(args: argparse.Namespace) -> int:
     n = len(report.trials)
     console.print(f"{n} trial result(s) -> {len(report.files)} files in {report.out_dir} "
                   f"(start with {report.out_dir / 'report.md'})", markup=False, soft_wrap=True)
-    return 0
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
@@ -400,6 +411,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fresh", action="store_true",
                    help="start every cell over (teachers, keyed by content, are kept)")
     p.add_argument("--no-dashboard", action="store_true", help="do not start the Ray dashboard")
+    p.add_argument("--no-report", action="store_true",
+                   help="skip the report at the end (python cli.py report RUN_DIR makes it later)")
     p.add_argument("--quiet", action="store_true", help="no live table")
     p.set_defaults(fn=cmd_grid)
 

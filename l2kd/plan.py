@@ -47,6 +47,7 @@ class Cell:
     config: dict[str, Any]  # the trial config, validated
     teachers: tuple[tuple[str, str], ...] = ()  # (task, teacher folder name) pairs
     reference: bool = False  # an order-free reference row (multitask, single variants)
+    overrides: dict[str, Any] = field(default_factory=dict)  # config sections its grid row sets
 
     def trial_config(self) -> TrialConfig:
         return trial_config(self.config, f"cell {self.id}")
@@ -55,7 +56,7 @@ class Cell:
         """cell.json: what the report needs to place this cell's results."""
         return {"cell_id": self.id, "grid": grid, "experiment": self.experiment,
                 "order_id": self.order_id, "order": list(self.order), "method": self.method,
-                "seed": self.seed, "reference": self.reference}
+                "seed": self.seed, "reference": self.reference, "overrides": self.overrides}
 
 
 @dataclass
@@ -140,7 +141,8 @@ def build_plan(spec: GridSpec, *, strict_data: bool = True) -> Plan:
         method = make_method(cfg.method)
         modes = method.seq_kd_modes(cfg)
         needs = tuple((t, teacher(cfg, t, cid, modes, False)) for t in method.teachers_needed(cfg))
-        cells.append(Cell(cid, exp.name, order_id, tasks, entry.label, seed, cfg.to_dict(), needs, reference))
+        cells.append(Cell(cid, exp.name, order_id, tasks, entry.label, seed, cfg.to_dict(), needs, reference,
+                          entry.overrides))
 
     for exp in spec.experiments:
         for seed in spec.seeds:

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from l2kd.config import trial_config
 from l2kd.errors import ArtifactError, ConfigError
@@ -426,3 +427,34 @@ def test_report_on_real_trial_outputs(tmp_path):
     assert t8.loc["Teacher", "Acc"] == pytest.approx(results["tb"].metrics[-1][B]["em"])
     assert t8.loc["lamol", "Acc"] == pytest.approx((results["ab"].R[-1][1] + results["ba"].R[-1][0]) / 2)
     assert (run / "report" / f"curves-{A}_{B}.png").is_file()
+
+
+def test_a_grid_of_several_experiments_gets_a_section_each(tmp_path):
+    """The paper's grid: task sets per experiment; teachers join the experiment of their task; a
+    reference row's declared overrides (27 epochs) are not a clash, and its label keeps it apart."""
+    from l2kd.report import collect
+
+    run = tmp_path / "run"
+    for exp, (x, y) in {"e1": (A, B), "e2": (C, B)}.items():
+        write_trial(run / "cells" / f"{exp}-lamol", [x, y], "lamol", [[50, 0], [40, 60]],
+                    cell={**cell("o", "lamol"), "experiment": exp})
+        write_trial(run / "cells" / f"{exp}-multi", [x, y], "multitask", [[55, 65]],
+                    cell={**cell("all", "multitask"), "experiment": exp})
+        write_trial(run / "cells" / f"{exp}-multi-long", [x, y], "multitask", [[58, 66]],
+                    cell={**cell("all", "multi_long"), "experiment": exp,
+                          "overrides": {"training": {"epochs": 27}}}, **{"training.epochs": 27})
+    write_trial(run / "teachers" / f"{A}-k", [A], "single", [[70]], **{"eval.before_training": False})
+    (run / "grid.yaml").write_text(yaml.safe_dump({"experiments": [{"name": "e1", "tasks": [A, B]},
+                                                                   {"name": "e2", "tasks": [C, B]}]}))
+    sections = collect(run)
+    assert [s.title for s in sections] == ["experiment=e1", "experiment=e2"]
+    e1, e2 = sections
+    assert e1.tasks == [A, B] and e2.tasks == [C, B]
+    assert {t.rel for t in e1.trials} == {"cells/e1-lamol", "cells/e1-multi", "cells/e1-multi-long", f"teachers/{A}-k"}
+    rows = [row for _, row in e1.table("over_orders").df.index]
+    assert "Multi (QA+LM)" in rows and "multi_long (QA+LM)" in rows and "Single (QA+LM)" in rows
+    # without the declared override, 27 epochs is a clash
+    write_trial(run / "cells" / "e2-multi-long", [C, B], "multitask", [[58, 66]],
+                cell={**cell("all", "multi_long"), "experiment": "e2"}, **{"training.epochs": 27})
+    with pytest.raises(ArtifactError, match="training.epochs"):
+        collect(run)

@@ -21,7 +21,8 @@ import pandas as pd
 from ..errors import ArtifactError
 from . import agreement as A
 from . import tables as T
-from .load import Trial, assign_labels, canonical_tasks, check_together, grid_tasks, group_trials, load_trials
+from .load import (Trial, assign_labels, canonical_tasks, check_together, grid_tasks, group_trials,
+                   load_trials, split_experiments)
 from .tables import Table
 
 __all__ = ["Report", "Section", "Table", "build_report", "collect"]
@@ -135,12 +136,16 @@ def collect(run_dir: str | Path, group_by: Iterable[str] = (), skip: Path | None
     """Load, check and tabulate, without writing anything."""
     run_dir = Path(run_dir)
     trials = load_trials(run_dir, skip=skip)
-    preferred = grid_tasks(run_dir)
+    several = len(split_experiments(trials)) > 1
     sections = []
-    for title, members in group_trials(trials, group_by).items():
-        assign_labels(members)  # per section: a suffix only where rows of one table need it
-        check_together(members, f"{run_dir}" + (f" ({title})" if title else ""))
-        sections.append(build_section(title, members, preferred))
+    for experiment, exp_trials in split_experiments(trials).items():
+        preferred = grid_tasks(run_dir, experiment)
+        for title, members in group_trials(exp_trials, group_by).items():
+            if several:  # one section per experiment of the grid (the paper's Tables 2-3, 4, 5)
+                title = f"experiment={experiment}" + (f", {title}" if title else "")
+            assign_labels(members)  # per section: a suffix only where rows of one table need it
+            check_together(members, f"{run_dir}" + (f" ({title})" if title else ""))
+            sections.append(build_section(title, members, preferred))
     return sections
 
 

@@ -54,6 +54,8 @@ class Trial:
     seed: int
     label: str = ""  # the row name, set once every trial is loaded
     config: dict[str, Any] = field(default_factory=dict)  # flattened full config (+ primary.*)
+    experiment_name: str = ""  # the grid experiment of its cell ("" outside a grid: teachers, runs)
+    overridden: frozenset[str] = frozenset()  # config fields its grid row sets on purpose
 
     @property
     def order(self) -> tuple[str, ...]:
@@ -78,9 +80,11 @@ class Trial:
         return [b.get(t, {}).get(self.result.primary[t], np.nan) for t in self.result.tasks]
 
     def experiment(self) -> dict[str, Any]:
-        """The fields that must agree for trials to share a table."""
+        """The fields that must agree for trials to share a table. Fields the trial's grid row
+        overrides on purpose (e.g. the paper's 27-epoch "Multi long" rows) are its own business."""
         return {k: v for k, v in self.config.items()
-                if k.split(".", 1)[0] in EXPERIMENT_SECTIONS + ("primary",) and k not in IGNORED_FIELDS}
+                if k.split(".", 1)[0] in EXPERIMENT_SECTIONS + ("primary",) and k not in IGNORED_FIELDS
+                and k not in self.overridden}
 
 
 # --------------------------------------------------------------------------- reading
@@ -135,8 +139,11 @@ def load_trial(results_file: Path, run_dir: Path) -> Trial:
         rel = str(folder.relative_to(run_dir))
     except ValueError:
         rel = str(folder)
+    overrides = cell.get("overrides") or {}
     return Trial(path=folder, rel=rel if rel != "." else folder.name, result=result, role=role,
-                 base_label=base, order_id=order_id, seed=seed, config=config)
+                 base_label=base, order_id=order_id, seed=seed, config=config,
+                 experiment_name=str(cell.get("experiment") or ""),
+                 overridden=frozenset(flatten(overrides)) if isinstance(overrides, dict) else frozenset())
 
 
 def find_results(run_dir: Path, skip: Path | None = None) -> list[Path]:
@@ -163,7 +170,11 @@ def _show(v: Any) -> str:
 
 
 def _reference_name(t: Trial) -> str:
+    """The paper's names for plain references; a grid row's own label (e.g. `multi_long`) when it
+    gave one, so two multitask rows of one grid stay two rows."""
     qa = "QA" if t.result.method_params.get("qa_only") else "QA+LM"
+    if t.base_label != t.result.method:
+        return f"{t.base_label} ({qa})"
     if t.role == "single":
         return f"Single ({qa})"
     return f"Multi ({qa})" if t.result.method == "multitask" else t.base_label
@@ -219,8 +230,9 @@ def clashes(trials: list[Trial]) -> dict[str, dict[str, list[Trial]]]:
     for f in sorted({k for e in exps for k in e}):
         by_value: dict[str, list[Trial]] = defaultdict(list)
         for t, e in zip(trials, exps):
-            # primary.<task> only exists where the task does; a missing task is not a clash
-            if f.startswith("primary.") and f not in e:
+            # primary.<task> only exists where the task does; a missing task is not a clash, and a
+            # field the trial's grid row overrides on purpose takes no part
+            if (f.startswith("primary.") and f not in e) or f in t.overridden:
                 continue
             by_value[_show(e.get(f, "<unset>"))].append(t)
         if len(by_value) > 1:
@@ -267,8 +279,9 @@ def natural_key(s: str) -> list:
     return [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", s)]
 
 
-def grid_tasks(run_dir: Path) -> list[str]:
-    """The grid file's task list (or first order), when the run folder has one it can read."""
+def grid_tasks(run_dir: Path, experiment: str = "") -> list[str]:
+    """The grid file's task list for `experiment` (or its only/first one), when the run folder has a
+    grid file it can read: `experiments: [{name, tasks}]`, or top-level `tasks` / first of `orders`."""
     path = Path(run_dir) / GRID_FILE
     if not path.is_file():
         return []
@@ -278,6 +291,13 @@ def grid_tasks(run_dir: Path) -> list[str]:
         return []
     if not isinstance(grid, dict):
         return []
+    exps = grid.get("experiments")
+    if isinstance(exps, list):
+        for e in exps:
+            if isinstance(e, dict) and (not experiment or e.get("name") == experiment):
+                tasks = e.get("tasks")
+                return [str(t) for t in tasks] if isinstance(tasks, list) else []
+        return []
     tasks = grid.get("tasks")
     if isinstance(tasks, list) and all(isinstance(t, str) for t in tasks):
         return tasks
@@ -285,6 +305,22 @@ def grid_tasks(run_dir: Path) -> list[str]:
     if isinstance(orders, list) and orders and isinstance(orders[0], list):
         return [str(t) for t in orders[0]]
     return []
+
+
+def split_experiments(trials: list[Trial]) -> dict[str, list[Trial]]:
+    """A grid of several experiments (different task sets) -> one group each. Trials outside any
+    cell (teachers, plain runs) join every experiment whose tasks include theirs."""
+    names = sorted({t.experiment_name for t in trials if t.experiment_name})
+    if len(names) <= 1:
+        return {names[0] if names else "": trials}
+    groups = {n: [t for t in trials if t.experiment_name == n] for n in names}
+    tasks = {n: {task for t in members for task in t.order} for n, members in groups.items()}
+    for t in trials:
+        if not t.experiment_name:
+            for n in names:
+                if set(t.order) <= tasks[n]:
+                    groups[n].append(t)
+    return groups
 
 
 def canonical_tasks(trials: list[Trial], preferred: list[str]) -> list[str]:
