@@ -12,6 +12,7 @@ import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 from transformers.utils import logging as hf_logging
 
+from .conditioning import conditioned, install, spec_from_config
 from .config import ModelConfig
 from .errors import ConfigError
 from .tokenizer import Tokenizer
@@ -84,6 +85,9 @@ def load_weights(folder: Path) -> GPT2LMHeadModel:
     config = GPT2Config.from_json_file(str(folder / "config.json"))
     config._attn_implementation = "sdpa"
     model = GPT2LMHeadModel(config)
+    spec = spec_from_config(config)
+    if spec is not None:  # a task-conditioned model (multitask_ca): rebuild its modules first
+        install(model, spec)
     missing, unexpected = model.load_state_dict(load_file(str(folder / "model.safetensors")), strict=False)
     if unexpected or any(not k.endswith("lm_head.weight") for k in missing):
         raise RuntimeError(f"{folder}: weights do not match the config ({missing[:3]} {unexpected[:3]})")
@@ -103,6 +107,9 @@ class TargetLogits(torch.nn.Module):
         super().__init__()
         self.gpt2 = gpt2
 
-    def forward(self, input_ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        hidden = self.gpt2.transformer(input_ids=input_ids, use_cache=False).last_hidden_state
+    def forward(self, input_ids: torch.Tensor, positions: torch.Tensor,
+                task_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """`task_ids` (one per input row) only for a task-conditioned GPT-2 (multitask_ca)."""
+        with conditioned(self.gpt2, task_ids):
+            hidden = self.gpt2.transformer(input_ids=input_ids, use_cache=False).last_hidden_state
         return self.gpt2.lm_head(hidden.flatten(0, 1).index_select(0, positions))
