@@ -128,6 +128,8 @@ class _Regularized(Method):
 
 @register("ewc")
 class EWC(_Regularized):
+    """ewc: finetune + λ·ΣΩ(θ−θ*)², Ω = squared QA-loss gradients over each finished task."""
+
     def batch_importance_loss(self, batch, logits):
         return token_ce(logits[: batch.n_qa], batch.qa_targets)  # the QA loss, as the reference
 
@@ -137,6 +139,8 @@ class EWC(_Regularized):
 
 @register("mas")
 class MAS(_Regularized):
+    """mas: finetune + λ·ΣΩ(θ−θ*)², Ω = |gradient| of the answer distribution's squared norm."""
+
     def batch_importance_loss(self, batch, logits):
         # as the reference: MSE(softmax(logits at the last cq position), 0), a mean over B x V; the
         # last cq position (__ans__) is each row's first QA target position
