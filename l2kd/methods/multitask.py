@@ -36,7 +36,7 @@ class MultitaskParams(LMParams):
     temperature: float = Field(2.0, gt=0, description="τ of the temperature sampler (1: by size)")
     candidates_per_task: int | None = Field(
         None, ge=1, description="uncertainty: candidate rows per task and step (default: the batch "
-        "size B, as CA-MTL); the step's extra no-grad forward runs over T·m rows")
+        "size B, as CA-MTL; at least ceil(B/T)); the step's extra no-grad forward runs over T·m rows")
     uncertainty_form: Literal["code", "paper"] = Field(
         "code", description="uncertainty score: 'code' Ĥ·H̄_t/max H̄ (CA-MTL's code), 'paper' Ĥ alone")
 
@@ -68,8 +68,9 @@ class Multitask(QALMMethod):
         size = paper_batch_size(len(rows), t.min_n_steps, t.min_batch_size)
         rng = np.random.default_rng(ctx.seed("batches", ctx.stage, epoch))
         if self.p.sampler == "uncertainty":
+            m = max(self.p.candidates_per_task or size, -(-size // len(groups)))  # T·m ≥ B always
             sampler = UncertaintySampler(
-                groups, size, self.p.candidates_per_task or size,
+                groups, size, m,
                 lambda idx: self.entropies(ctx, [rows[i] for i in idx]), rng, self.p.uncertainty_form)
         else:
             probs = task_probabilities([len(g) for g in groups], self.p.sampler, self.p.temperature)
