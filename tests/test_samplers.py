@@ -109,3 +109,13 @@ def test_multitask_trial_with_each_sampler(tmp_path, sampler):
     info = result.stage_info[0]
     assert info["sampler"] == sampler and info["train"]["examples"] == 96 and info["train"]["steps"] == 24
     assert sum(info["trained_rows_per_task"].values()) == 96
+
+
+def test_concat_sees_every_row_once_per_epoch():
+    from l2kd.config import TrainingConfig
+    from l2kd.data.batching import plan_epoch
+
+    rows = list(range(1000))  # plan_epoch only needs len(rows) under the paper policy
+    plan = plan_epoch(rows, TrainingConfig(), np.random.default_rng(0))
+    assert sorted(np.concatenate(plan).tolist()) == rows and len(plan) == 250  # B = max(1000//1500, 4)
+    assert np.allclose(task_shares(plan), [0.9, 0.1])  # size-proportional, exactly
