@@ -363,7 +363,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
         table = Table("method", "what it does", "parameters")
         for name in METHODS:
             cls = method_class(name)
-            doc = (sys.modules[cls.__module__].__doc__ or "").strip().splitlines()[0]
+            doc = (cls.__dict__.get("__doc__") or sys.modules[cls.__module__].__doc__ or "").strip().splitlines()[0]
             params = ", ".join(f"{k}={f.default!r}" for k, f in cls.Params.model_fields.items())
             table.add_row(name, doc, params)
     else:

@@ -191,6 +191,10 @@ class TrialConfig(Strict):
             method_class(self.method.name).check_tasks(self.tasks)
         except ValueError as e:
             raise ConfigError(f"tasks: {e}") from None
+        try:
+            method_class(self.method.name).check_config(self)
+        except ValueError as e:
+            raise ConfigError(f"method ({self.method.name}): {e}") from None
         return self
 
     def method_params(self):

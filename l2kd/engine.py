@@ -97,9 +97,13 @@ class Engine:
         """The GPT-2 being trained (for decoding and saving)."""
         return self.ds.module.gpt2
 
-    def logits(self, input_ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        """GPT-2's logits at the flat `positions` of `input_ids`, shape (len(positions), vocab)."""
-        return self.ds(input_ids, positions)
+    def logits(self, input_ids: torch.Tensor, positions: torch.Tensor,
+               task_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """GPT-2's logits at the flat `positions` of `input_ids`, shape (len(positions), vocab);
+        `task_ids` (one per input row) for task-conditioned models only."""
+        if task_ids is None:
+            return self.ds(input_ids, positions)
+        return self.ds(input_ids, positions, task_ids)
 
     def backward(self, loss: torch.Tensor) -> None:
         self.ds.backward(loss)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .conditioning import conditioned
 from .context import TrialContext
 from .decode import decode
 from .metrics import ScoreInput, score
@@ -22,9 +23,10 @@ def evaluate_task(ctx: TrialContext, model, task: str, tag: str) -> tuple[dict[s
     examples = ctx.test[task]
     prompts, max_answer = ctx.prompts(task)
     ids = ctx.tokenizer.ids
-    outs = decode(model, prompts, max_answer, eos=ids.eos, pad=ids.pad, max_total=ctx.max_len,
-                  settings=ctx.decode_settings(), device=ctx.device, amp_dtype=ctx.amp_dtype,
-                  generator=ctx.generator("eval", tag, task), stats=ctx.decode_stats)
+    with conditioned(model, task):  # a task-conditioned model (multitask_ca) answers as task `task`
+        outs = decode(model, prompts, max_answer, eos=ids.eos, pad=ids.pad, max_total=ctx.max_len,
+                      settings=ctx.decode_settings(), device=ctx.device, amp_dtype=ctx.amp_dtype,
+                      generator=ctx.generator("eval", tag, task), stats=ctx.decode_stats)
     tidy = clean_up_tokenization if spec.cleanup else (lambda s: s)
     preds = [tidy(ctx.tokenizer.decode(o)) for o in outs]
     refs = [[tidy(a) for a in ex.answers] for ex in examples]

@@ -57,3 +57,76 @@ def ans_weighted(vocab_size: int, ans_id: int, ans_weight: float, device: torch.
     w[ans_id] = ans_weight
     return w
 
+
+
+# --------------------------------------------------------------------------- EWC / MAS
+def quadratic_penalty(params: dict[str, torch.Tensor], anchors: dict[str, torch.Tensor],
+                      importance: dict[str, torch.Tensor]) -> torch.Tensor:
+    """sum_k Ω_k (θ_k − θ*_k)² over the named parameters that have an importance.
+
+    Its gradient is 2 Ω (θ − θ*): the reference applied exactly that inside its optimiser step,
+    decoupled (p −= lr·2λΩ(p − θ*)); as a loss term it passes through Adam's scaling and clipping.
+    Rows a parameter gained after Ω was measured (embeddings grown for new task tokens) carry no
+    importance: Ω and θ* cover the leading rows only.
+    """
+    total: torch.Tensor | None = None
+    for name, omega in importance.items():
+        p = params[name]
+        rows = omega.shape[0]
+        term = (omega * (p[:rows] - anchors[name]).pow(2)).sum()
+        total = term if total is None else total + term
+    if total is None:
+        device = next(iter(params.values())).device if params else None
+        return torch.zeros((), device=device)
+    return total
+
+
+# --------------------------------------------------------------------------- GEM
+def gem_dual(K: torch.Tensor, c: torch.Tensor, margin: float = 0.0, tol: float = 1e-9) -> torch.Tensor:
+    """The GEM dual exactly: argmin_v ½ vᵀKv + cᵀv subject to v ≥ margin.
+
+    K = M Mᵀ (t × t) and c = M g for t memory gradients M and the current gradient g; the projected
+    gradient is g + Mᵀv and has M(g + Mᵀv) = c + Kv ≥ 0 (the KKT conditions). t is the number of
+    past tasks, so we enumerate active sets (2^t small solves) and return the one satisfying the KKT
+    conditions: exact, with no ridge term. The reference solved the same dual with quadprog after
+    adding 1e-3·I to K, which leaves dot products slightly negative (−1e-3·v).
+    """
+    K, c = K.double(), c.double()
+    t = K.shape[0]
+    if t > 16:
+        raise ValueError(f"gem_dual enumerates 2^t active sets; t = {t} past tasks is too many")
+    base = torch.full((t,), float(margin), dtype=torch.float64)
+    c = c + K @ base  # v = margin + u, u ≥ 0
+    scale = max(float(K.diagonal().abs().max()), float(c.abs().max()), 1e-30)
+    best: torch.Tensor | None = None
+    best_obj = float("inf")
+    for mask in range(1 << t):  # the free (u > 0) set; u = 0 elsewhere
+        free = [k for k in range(t) if mask >> k & 1]
+        u = torch.zeros(t, dtype=torch.float64)
+        if free:
+            idx = torch.tensor(free)
+            sol = torch.linalg.lstsq(K[idx][:, idx], -c[idx].unsqueeze(1)).solution.squeeze(1)
+            if (sol < -tol * max(1.0, float(sol.abs().max()))).any():
+                continue
+            u[idx] = sol.clamp(min=0)
+        dual_grad = c + K @ u  # = M x at this point: must be ≥ 0 everywhere
+        if (dual_grad < -tol * scale).any():
+            continue
+        obj = float(0.5 * u @ K @ u + c @ u)
+        if obj < best_obj - tol * scale:
+            best, best_obj = u, obj
+    if best is None:  # only reachable through rounding; the unconstrained point is then safe
+        best = torch.zeros(t, dtype=torch.float64)
+    return base + best
+
+
+def gem_project(g: torch.Tensor, memories: torch.Tensor, margin: float = 0.0) -> tuple[torch.Tensor, bool]:
+    """GEM (Lopez-Paz & Ranzato 2017): the gradient closest to `g` whose dot product with every
+    memory gradient (rows of `memories`) is ≥ 0. Returns (gradient, whether it was projected);
+    `g` comes back unchanged when no dot product is negative."""
+    dots = memories @ g
+    if bool((dots >= 0).all()):
+        return g, False
+    M = memories.double()
+    v = gem_dual(M @ M.T, M @ g.double(), margin)
+    return (g.double() + M.T @ v).to(g.dtype), True

@@ -13,6 +13,7 @@ import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 from transformers.utils import logging as hf_logging
 
+from .conditioning import conditioned, install, spec_from_config
 from .config import ModelConfig
 from .errors import ConfigError
 from .tokenizer import Tokenizer
@@ -90,6 +91,9 @@ def model_from_state(config_json: str, state: dict[str, torch.Tensor], source: s
     config = GPT2Config.from_dict(json.loads(config_json))
     config._attn_implementation = "sdpa"
     model = GPT2LMHeadModel(config)
+    spec = spec_from_config(config)
+    if spec is not None:  # a task-conditioned model (multitask_ca): rebuild its modules first
+        install(model, spec)
     missing, unexpected = model.load_state_dict(state, strict=False)
     if unexpected or any(not k.endswith("lm_head.weight") for k in missing):
         raise RuntimeError(f"{source}: weights do not match the config ({missing[:3]} {unexpected[:3]})")
@@ -114,6 +118,9 @@ class TargetLogits(torch.nn.Module):
         super().__init__()
         self.gpt2 = gpt2
 
-    def forward(self, input_ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        hidden = self.gpt2.transformer(input_ids=input_ids, use_cache=False).last_hidden_state
+    def forward(self, input_ids: torch.Tensor, positions: torch.Tensor,
+                task_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """`task_ids` (one per input row) only for a task-conditioned GPT-2 (multitask_ca)."""
+        with conditioned(self.gpt2, task_ids):
+            hidden = self.gpt2.transformer(input_ids=input_ids, use_cache=False).last_hidden_state
         return self.gpt2.lm_head(hidden.flatten(0, 1).index_select(0, positions))

@@ -15,7 +15,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-import numpy as np
 import torch
 import yaml
 
@@ -23,7 +22,7 @@ from .checkpoint import Checkpoint, latest_checkpoint, read_checkpoint, save_che
 from .config import TrainingConfig, TrialConfig
 from .context import TrialContext
 from .data import load_split
-from .data.batching import collate, paper_batch_size, paper_batches, token_batches
+from .data.batching import collate, plan_epoch  # noqa: F401  (plan_epoch: re-exported)
 from .data.encoding import TrainRow
 from .engine import Engine
 from .errors import ArtifactError, ConfigError
@@ -85,19 +84,14 @@ def trial_log(workdir: Path) -> Iterator[None]:
 def forward(engine: Engine, batch, fused: bool) -> torch.Tensor:
     """Logits at the batch's target positions: QA positions first, then LM positions. With `fused`
     the QA and LM rows share one forward call; otherwise two calls, as the reference did."""
+    # task ids go along only for task-conditioned models (multitask_ca), the plain call stays as it was
+    task = () if batch.task_ids is None else (batch.task_ids,)
     if fused or not batch.with_lm:
-        return engine.logits(batch.inputs, batch.positions)
+        return engine.logits(batch.inputs, batch.positions, *task)
     B, W = batch.n_examples, batch.inputs.shape[1]
-    qa = engine.logits(batch.inputs[:B], batch.positions[: batch.n_qa])
-    lm = engine.logits(batch.inputs[B:], batch.positions[batch.n_qa:] - B * W)
+    qa = engine.logits(batch.inputs[:B], batch.positions[: batch.n_qa], *(t[:B] for t in task))
+    lm = engine.logits(batch.inputs[B:], batch.positions[batch.n_qa:] - B * W, *(t[B:] for t in task))
     return torch.cat([qa, lm])
-
-
-def plan_epoch(rows: list[TrainRow], training: TrainingConfig, rng: np.random.Generator) -> list[np.ndarray]:
-    if training.batch_policy == "paper":
-        size = paper_batch_size(len(rows), training.min_n_steps, training.min_batch_size)
-        return paper_batches(len(rows), size, rng)
-    return token_batches([len(r) for r in rows], training.tokens_per_batch, rng)
 
 
 def train_stage(ctx: TrialContext, method: Method, engine: Engine, rows: list[TrainRow],
@@ -109,12 +103,13 @@ def train_stage(ctx: TrialContext, method: Method, engine: Engine, rows: list[Tr
     tokens = 0
     running: dict[str, torch.Tensor] = {}
     window_start, window_examples, window_tokens, window_steps = time.perf_counter(), 0, 0, 0
-    plans = [plan_epoch(rows, t, np.random.default_rng(ctx.seed("batches", ctx.stage, e)))
-             for e in range(t.epochs)]
+    plans = [method.batches(ctx, rows, e) for e in range(t.epochs)]  # may be lazy (uncertainty)
+    task_index = method.task_index(ctx)
     total_steps = sum(len(p) for p in plans)
     for epoch, plan in enumerate(plans):
         for idx in plan:
-            batch = collate([rows[i] for i in idx], pad, with_lm=method.uses_lm).to(ctx.device)
+            batch = collate([rows[i] for i in idx], pad, with_lm=method.uses_lm,
+                            task_index=task_index).to(ctx.device)
             logits = forward(engine, batch, t.fused_qa_lm)
             terms = method.loss_terms(ctx, batch, logits)
             loss = sum(terms.values())
@@ -227,6 +222,7 @@ def run_trial(cfg: TrialConfig, workdir: str | Path, *, teachers: dict[str, Path
                 emit("replay", stage=s, **{k: v for k, v in replay_info.items() if k != "samples"})
 
             t0 = time.perf_counter()
+            method.prepare_model(ctx, model)
             engine = Engine(model, cfg.training, precision, device)
             ctx.model = engine.module
             method.begin_training(ctx, tasks)

@@ -100,3 +100,32 @@ def test_fused_forward_gives_the_same_logits():
     fused, two_calls = forward(Plain(), batch, fused=True), forward(Plain(), batch, fused=False)
     assert fused.shape == (len(batch.positions), len(tok))
     assert torch.allclose(fused, two_calls, atol=1e-5)
+
+
+def test_hooks_fire_in_the_documented_order(tmp_path, monkeypatch):
+    import l2kd.trial as trial_mod
+    from l2kd.methods.finetune import Finetune
+    from l2kd.methods.base import MethodParams
+
+    calls = []
+
+    class Recorder(Finetune):
+        pass
+
+    for hook in ("replay", "train_rows", "prepare_model", "begin_training", "batches", "loss_terms",
+                 "after_backward", "end_stage", "state_dict"):
+        def wrap(name=hook, base=getattr(Finetune, hook)):
+            def f(self, *a, **k):
+                if not calls or calls[-1] != name:
+                    calls.append(name)
+                return base(self, *a, **k)
+            return f
+        setattr(Recorder, hook, wrap())
+    monkeypatch.setattr(trial_mod, "make_method", lambda spec: Recorder(MethodParams()))
+    run_trial(trial_config(tiny_trial(tasks=["synth.sentiment"], method="finetune",
+                                      **{"training.epochs": 2})), tmp_path)
+    # the plans of every epoch are asked for before the first step (a lazy plan runs later)
+    assert calls[:5] == ["replay", "train_rows", "prepare_model", "begin_training", "batches"]
+    steps = calls[5:calls.index("end_stage")]
+    assert set(steps) == {"loss_terms", "after_backward"} and steps[0] == "loss_terms"
+    assert calls[-2:] == ["end_stage", "state_dict"]

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..config import TrainingConfig
 from .encoding import IGNORE, TrainRow
 
 
@@ -72,11 +73,15 @@ class Batch:
     n_examples: int
     n_tokens: int  # real tokens the forward pass reads
     with_lm: bool
+    # (B,) or (2B,): the task index of every input row, for task-conditioned models (multitask_ca)
+    # only; None on the plain path.
+    task_ids: torch.Tensor | None = None
 
     def to(self, device: torch.device) -> "Batch":
         move = lambda t: t.to(device, non_blocking=True)  # noqa: E731
         return Batch(move(self.inputs), move(self.positions), self.n_qa, move(self.targets),
-                     move(self.row), move(self.is_pseudo), self.n_examples, self.n_tokens, self.with_lm)
+                     move(self.row), move(self.is_pseudo), self.n_examples, self.n_tokens, self.with_lm,
+                     None if self.task_ids is None else move(self.task_ids))
 
     @property
     def qa_targets(self) -> torch.Tensor:
@@ -92,7 +97,10 @@ class Batch:
         return self.is_pseudo[rows]
 
 
-def collate(rows: list[TrainRow], pad: int, *, with_lm: bool) -> Batch:
+def collate(rows: list[TrainRow], pad: int, *, with_lm: bool,
+            task_index: dict[str, int] | None = None) -> Batch:
+    """Pad `rows` into one Batch; with `task_index` (task name -> index) it also carries each input
+    row's task index, for task-conditioned models."""
     B = len(rows)
     width = max(len(r.gen_X) if with_lm else len(r.cqa) for r in rows)
     inputs = torch.full((2 * B if with_lm else B, width), pad, dtype=torch.long)
@@ -114,6 +122,19 @@ def collate(rows: list[TrainRow], pad: int, *, with_lm: bool) -> Batch:
                     targets.append(y)
                     owner.append(b)
     n_tok = sum(len(r.cqa) for r in rows) + (sum(len(r.gen_X) for r in rows) if with_lm else 0)
+    task_ids = None
+    if task_index is not None:
+        per_row = torch.tensor([task_index[r.task] for r in rows], dtype=torch.long)
+        task_ids = torch.cat([per_row, per_row]) if with_lm else per_row
     return Batch(inputs, torch.tensor(positions, dtype=torch.long), n_qa,
                  torch.tensor(targets, dtype=torch.long), torch.tensor(owner, dtype=torch.long),
-                 torch.tensor([r.is_pseudo for r in rows], dtype=torch.bool), B, n_tok, with_lm)
+                 torch.tensor([r.is_pseudo for r in rows], dtype=torch.bool), B, n_tok, with_lm,
+                 task_ids)
+
+
+def plan_epoch(rows: list[TrainRow], training: TrainingConfig, rng: np.random.Generator) -> list[np.ndarray]:
+    """One epoch's batches under the configured batch policy (index lists into `rows`)."""
+    if training.batch_policy == "paper":
+        size = paper_batch_size(len(rows), training.min_n_steps, training.min_batch_size)
+        return paper_batches(len(rows), size, rng)
+    return token_batches([len(r) for r in rows], training.tokens_per_batch, rng)

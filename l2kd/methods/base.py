@@ -3,7 +3,9 @@
     stages(order)                      which tasks each stage trains (once, at the start)
     replay(ctx, tasks)        -> rows   before the stage's task tokens exist (LAMOL samples here)
     train_rows(ctx, tasks)    -> rows   the stage's own rows (Seq-KD swaps in teacher answers)
+    prepare_model(ctx, model)           before the stage's engine exists: add or freeze modules
     begin_training(ctx, tasks)          the model is on its device; load teachers, anchors, memories
+    batches(ctx, rows, epoch) -> plan   one epoch's index lists into rows (sized; may be lazy)
     loss_terms(ctx, batch, logits) -> {name: tensor}   summed by the trial, each logged
     after_backward(ctx)                 gradients exist (GEM projects them)
     end_stage(ctx, tasks)               training done (EWC/MAS importance, GEM memories)
@@ -14,13 +16,14 @@ A hook returns values; it never reaches into the trial's state.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Sequence
 
+import numpy as np
 import torch
 
 from ..config import Strict
 from ..context import TrialContext
-from ..data.batching import Batch
+from ..data.batching import Batch, plan_epoch
 from ..data.encoding import TrainRow
 from pydantic import Field
 
@@ -62,6 +65,14 @@ class Method:
     def check_tasks(cls, tasks: list[str]) -> None:
         """Raise ValueError when the method cannot train this task order."""
 
+    @classmethod
+    def check_config(cls, cfg) -> None:
+        """Raise ValueError (naming the key) when the method cannot run with these settings."""
+
+    def task_index(self, ctx: TrialContext) -> dict[str, int] | None:
+        """Task name -> index when batches must carry each row's task (task-conditioned models)."""
+        return None
+
     def stages(self, order: list[str]) -> list[tuple[str, ...]]:
         return [(t,) for t in order]
 
@@ -72,8 +83,16 @@ class Method:
     def train_rows(self, ctx: TrialContext, tasks: tuple[str, ...]) -> list[TrainRow]:
         return [row for t in tasks for row in ctx.train_rows(t)]
 
+    def prepare_model(self, ctx: TrialContext, model: torch.nn.Module) -> None:
+        pass
+
     def begin_training(self, ctx: TrialContext, tasks: tuple[str, ...]) -> None:
         pass
+
+    def batches(self, ctx: TrialContext, rows: list[TrainRow], epoch: int) -> Sequence[np.ndarray]:
+        """The configured batch policy over all rows, reshuffled per stage and epoch."""
+        rng = np.random.default_rng(ctx.seed("batches", ctx.stage, epoch))
+        return plan_epoch(rows, ctx.cfg.training, rng)
 
     def loss_terms(self, ctx: TrialContext, batch: Batch, logits: torch.Tensor) -> dict[str, torch.Tensor]:
         """`logits` holds one row per target position: batch.n_qa QA positions, then LM positions."""
