@@ -72,7 +72,10 @@ class GEM(Method):
             size = self.p.memory_size or int(self.p.memory_ratio * len(ctx.train[task]))
             rng = np.random.default_rng(ctx.seed("gem_memory", prev))
             self.memory[prev] = sorted(rng.choice(n_prev, size=min(max(size, 1), n_prev), replace=False).tolist())
-        self._rows = {t: [ctx.train_rows(t)[i] for i in idx] for t, idx in self.memory.items()}
+        self._rows = {}
+        for t, idx in self.memory.items():
+            rows = ctx.train_rows(t)
+            self._rows[t] = [rows[i] for i in idx]
         self._rng = np.random.default_rng(ctx.seed("gem_draws", ctx.stage))
         self._params = [p for p in ctx.model.parameters() if p.requires_grad]
         self.stats = {"steps": 0, "projected": 0}
