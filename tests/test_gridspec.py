@@ -122,3 +122,15 @@ def test_cli_refuses_a_bad_grid_before_starting_anything(tmp_path):
     lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and "bad.yaml: methods[1]" in lines[0] and "did you mean 'word_kd'" in lines[0]
     assert not (tmp_path / "store").exists()
+
+
+def test_comparison_methods_and_multitask_bounds_in_a_grid(storage):
+    spec = parse_grid(grid(methods=["ewc", {"name": "mas", "reg_lambda": 100.0}, "gem"],
+                           references=[{"name": "multitask", "label": "mt_uncertainty", "sampler": "uncertainty"},
+                                       "multitask_ca"]), "g.yaml", storage=storage)
+    plan = build_plan(spec)
+    assert {c.method for c in plan.cells} == {"ewc", "mas", "gem", "mt_uncertainty", "multitask_ca"}
+    assert [c.id for c in plan.cells if c.reference] == ["g.all.mt_uncertainty.s3", "g.all.multitask_ca.s3"]
+    assert not plan.teachers  # no method here needs a teacher
+    with pytest.raises(ConfigError, match="zero_stage must be 0"):
+        parse_grid(grid(methods=["gem"], training={"zero_stage": 1}), "g.yaml", storage=storage)
