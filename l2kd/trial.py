@@ -23,6 +23,7 @@ from .config import TrainingConfig, TrialConfig
 from .context import TrialContext
 from .data import load_split
 from .data.batching import collate, plan_epoch  # noqa: F401  (plan_epoch: re-exported)
+from .data.prefetch import prefetch
 from .data.encoding import TrainRow
 from .engine import Engine
 from .errors import ArtifactError, ConfigError
@@ -106,10 +107,19 @@ def train_stage(ctx: TrialContext, method: Method, engine: Engine, rows: list[Tr
     plans = [method.batches(ctx, rows, e) for e in range(t.epochs)]  # may be lazy (uncertainty)
     task_index = method.task_index(ctx)
     total_steps = sum(len(p) for p in plans)
-    for epoch, plan in enumerate(plans):
+    pin = ctx.device.type == "cuda"
+
+    def collated(plan) -> Iterator:
         for idx in plan:
-            batch = collate([rows[i] for i in idx], pad, with_lm=method.uses_lm,
-                            task_index=task_index).to(ctx.device)
+            batch = collate([rows[i] for i in idx], pad, with_lm=method.uses_lm, task_index=task_index)
+            yield batch.pin() if pin else batch
+
+    for epoch, plan in enumerate(plans):
+        # a plan fixed in advance is collated ahead, off the critical path; a lazy one (a sampler
+        # that reads the model) runs in step with training
+        source = prefetch(collated(plan)) if isinstance(plan, list) else collated(plan)
+        for batch in source:
+            batch = batch.to(ctx.device)
             logits = forward(engine, batch, t.fused_qa_lm)
             terms = method.loss_terms(ctx, batch, logits)
             loss = sum(terms.values())

@@ -83,6 +83,12 @@ class Batch:
                      move(self.row), move(self.is_pseudo), self.n_examples, self.n_tokens, self.with_lm,
                      None if self.task_ids is None else move(self.task_ids))
 
+    def pin(self) -> "Batch":
+        """Page-locked host tensors, so the copy to a GPU need not block the host."""
+        pin = lambda t: None if t is None else t.pin_memory()  # noqa: E731
+        return Batch(pin(self.inputs), pin(self.positions), self.n_qa, pin(self.targets), pin(self.row),
+                     pin(self.is_pseudo), self.n_examples, self.n_tokens, self.with_lm, pin(self.task_ids))
+
     @property
     def qa_targets(self) -> torch.Tensor:
         return self.targets[: self.n_qa]
