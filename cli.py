@@ -3,6 +3,7 @@
 
     python cli.py grid GRID.yaml           every (order x method x seed) cell of a grid, on Ray Tune
     python cli.py train TRIAL.yaml         one lifelong trial, with a live progress display
+    python cli.py bench TRIAL.yaml         its speed here, against the reference's way
     python cli.py validate FILE            check a trial config and its data without running
     python cli.py report RUN_DIR           the paper's tables, CL figures and curves of a run folder
     python cli.py ls {tasks,methods,metrics}
@@ -286,6 +287,90 @@ def cmd_grid(args: argparse.Namespace) -> int:
     return 0 if outcome.ok else 1
 
 
+def _bench_config(path: str, overrides: list[str]):
+    """A trial config, or the first cell of a grid file."""
+    from l2kd.config import apply_overrides, load_yaml, trial_config
+
+    raw = load_yaml(path)
+    if "method" in raw:
+        from l2kd.config import load_trial_config
+
+        return load_trial_config(path, overrides)
+    from l2kd.gridspec import load_grid
+    from l2kd.plan import build_plan
+
+    cell = build_plan(load_grid(path)).cells[0]
+    console.print(f"measuring the grid's first cell: {cell.id}", markup=False)
+    return trial_config(apply_overrides(cell.config, overrides), f"{path}: {cell.id}")
+
+
+def _rate(x: float | None, unit: str = "") -> str:
+    if x is None:
+        return "-"
+    return f"{x:,.0f}{unit}" if x >= 100 else f"{x:.3g}{unit}"
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    import json
+
+    from l2kd.bench import BenchOptions, run_bench
+    from l2kd.io import write_json
+
+    cfg = _bench_config(args.config, args.set)
+    opts = BenchOptions(steps=args.steps, peak_tflops=args.peak_tflops, packing=args.packing,
+                        profile=args.profile)
+    with console.status("benchmarking") as status:
+        r = run_bench(cfg, opts, on_event=lambda name, **e: status.update(f"benchmarking: {e['part']}"))
+    m = r.model
+    out.print(f"{r.device}, {r.precision}; GPT-2 {m['n_layer']} layers x {m['n_embd']}, vocab {m['vocab']:,}, "
+              f"{m['parameters'] / 1e6:.1f}M parameters; task {m['task']} ({m['rows']} rows, "
+              f"{'QA+LM' if m['with_lm'] else 'QA'})", highlight=False)
+    f, fp, ref = r.train["fast"], r.train["fast, paper"], r.train["reference"]
+    t = Table(title="training (same rows; fast: token-budget batches; reference-style: the paper's "
+                    "batches, fp32, two full-vocabulary passes)")
+    for col in ("", "fast", "fast, paper batches", "reference-style", "fast / reference"):
+        t.add_column(col, justify="right")
+    t.add_row("tokens/s", _rate(f.tokens_per_s), _rate(fp.tokens_per_s), _rate(ref.tokens_per_s),
+              f"{f.tokens_per_s / ref.tokens_per_s:.2f}x")
+    t.add_row("examples/step", f"{f.examples_per_step:.1f}", f"{fp.examples_per_step:.1f}",
+              f"{ref.examples_per_step:.1f}", "")
+    t.add_row("model TFLOP/s", f"{f.tflops:.3g}", f"{fp.tflops:.3g}", f"{ref.tflops:.3g}",
+              f"{f.tflops / ref.tflops:.2f}x")
+    mfu = lambda x: "-" if x is None else f"{100 * x:.1f}%"  # noqa: E731
+    t.add_row("MFU", mfu(f.mfu), mfu(fp.mfu), mfu(ref.mfu), "" if f.mfu is None else "(needs a peak)")
+    out.print(t)
+    g, e, pr = r.generation, r.evaluation, r.projection
+    t = Table(title="decoding (batched KV cache, finished rows dropped; reference: one sequence at a "
+                    "time, whole prefix every step)")
+    for col in ("", "fast tokens/s", "reference tokens/s", "fast / reference", "notes"):
+        t.add_column(col, justify="right")
+    t.add_row("pseudo samples (top-k)", _rate(g["fast_tokens_per_s"]), _rate(g["reference_tokens_per_s"]),
+              f"{g['ratio']:.1f}x", f"{g['samples']} samples x {g['tokens_each']} tokens")
+    t.add_row("evaluation (greedy)", _rate(e["fast_tokens_per_s"]), _rate(e["reference_tokens_per_s"]),
+              f"{e['ratio']:.1f}x", f"identical answers {e['identical_outputs']}")
+    out.print(t)
+    fa = r.faithfulness
+    out.print(f"faithfulness: fast vs reference-style loss on {fa['batches']} identical batches (fp32): "
+              f"max |difference| {fa['max_abs_diff']:.2e} (loss about {fa['mean_loss']:.3f})", highlight=False)
+    out.print(f"Word-KD: a step with the teacher's forward and the KL term takes {r.kd_step_ratio:.2f}x "
+              "a plain step", highlight=False)
+    out.print(f"projected whole trial ({', '.join(cfg.tasks)}; {pr['trained_tokens'] / 1e6:.2f}M trained "
+              f"tokens, {pr['teacher_tokens'] / 1e6:.2f}M for teachers): this config "
+              f"{pr['this_config_s'] / 60:.1f} min, reference-style {pr['reference_s'] / 60:.1f} min "
+              f"({pr['speedup']:.1f}x)", highlight=False)
+    if r.packing:
+        p = r.packing
+        out.print(f"packing {p['trials']} trials on this device: {_rate(p['aggregate_tokens_per_s'])} tokens/s "
+                  f"together vs {_rate(p['single_tokens_per_s'])} alone ({p['gain']:.2f}x)", highlight=False)
+    if r.profile:
+        out.print("top operators of the fast path (3 steps):", highlight=False)
+        out.print(r.profile, markup=False, highlight=False)
+    if args.out:
+        write_json(args.out, r.to_dict())
+        console.print(f"figures written to {args.out}", markup=False)
+    return 0
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     if args.explain:
         out.print(config_reference(), highlight=False)
@@ -415,6 +500,22 @@ def build_parser() -> argparse.ArgumentParser:
                    help="skip the report at the end (python cli.py report RUN_DIR makes it later)")
     p.add_argument("--quiet", action="store_true", help="no live table")
     p.set_defaults(fn=cmd_grid)
+
+    p = sub.add_parser("bench", help="measure a trial's speed here against the reference's way",
+                       description="Training tokens/s and MFU (fast path, fast path on the paper's "
+                       "batches, reference-style path), loss faithfulness, Word-KD's extra cost, "
+                       "generation and evaluation decoding tokens/s, the projected wall time of the "
+                       "whole trial; optionally trial packing and a profile. A benchmark, not a test.")
+    p.add_argument("config", help="a trial config, or a grid file (its first cell is measured)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    p.add_argument("--steps", type=int, default=10, help="timed training steps per path (default 10)")
+    p.add_argument("--peak-tflops", type=float, help="the device's peak TFLOP/s for MFU (known GPUs "
+                   "are looked up; a CPU needs this)")
+    p.add_argument("--packing", type=int, default=1, metavar="K",
+                   help="also run K trials' training at once on this device and report the gain")
+    p.add_argument("--profile", action="store_true", help="print the fast path's top operators")
+    p.add_argument("--out", metavar="FILE.json", help="also write every figure as JSON")
+    p.set_defaults(fn=cmd_bench)
 
     p = sub.add_parser("validate", help="check a trial config and its data files, run nothing")
     p.add_argument("config", nargs="?", help="trial config (YAML)")

@@ -1,0 +1,367 @@
+"""`cli.py bench`: a trial's speed on the machine at hand, against the reference's way, in one process.
+
+On the trial's first task (its real data, model and tokenizer; weights as initialised) it measures:
+- training tokens/s and MFU along three paths over the same rows:
+    fast         token-budget length-bucketed batches, the trial's precision (bf16 on a GPU that has
+                 it), one fused QA+LM forward, LM head only at target positions, the DeepSpeed engine;
+    fast, paper  the same engine on the reference's batch policy (what reproduction grids run);
+    reference    the reference's batches, fp32, two full-vocabulary forwards, plain AdamW;
+- faithfulness: the fast path's loss against the reference's on identical batches and weights;
+- Word-KD's extra cost: a step with a teacher forward (no grad) and the KL term, against one without;
+- generation tokens/s (pseudo samples, top-k from a task token) and evaluation decoding tokens/s
+  (greedy on test prompts): batched KV-cache decoding that drops finished rows, against one sequence
+  at a time re-running its whole prefix (the reference; greedy outputs must be identical);
+- the projected wall time of the whole trial, from the work `plan.cell_tokens` counts;
+- optionally: several trials packed on one device (`packing`), and a profile of the top operators.
+Every figure is a measurement of this run; nothing is assumed about the machine.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import logging
+import statistics
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from ..config import MethodSpec, TrialConfig
+from ..context import TrialContext
+from ..data import load_split
+from ..data.batching import collate, paper_batch_size, paper_batches, token_batches
+from ..decode import DecodeSettings, DecodeStats, decode, decode_reference, pseudo_counts
+from ..engine import Engine
+from ..losses import ans_weighted, token_ce, token_kl
+from ..methods import make_method
+from ..model import TargetLogits, build_model, n_positions
+from ..tokenizer import Tokenizer
+from ..trial import forward, resolve_device
+from .flops import device_name, peak_tflops, step_flops
+from .reference import ReferenceStep, reference_batch
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BenchOptions:
+    steps: int = 10  # timed training steps per path
+    warmup: int = 2  # untimed steps first (allocations, kernel selection)
+    gen_samples: int = 32  # pseudo samples through the fast decoder
+    ref_gen_samples: int = 3  # and through the reference's (slow: a few suffice for a rate)
+    gen_tokens: int = 64  # new tokens per pseudo sample (both decoders; EOS is ignored so lengths match)
+    eval_prompts: int = 64
+    ref_eval_prompts: int = 4
+    peak_tflops: float | None = None  # override the device's peak (required for an MFU on a CPU)
+    packing: int = 1  # >1: also run that many trials' fast training at once on this device
+    profile: bool = False
+
+
+@dataclass
+class PathFigures:
+    tokens_per_s: float
+    steps_per_s: float
+    examples_per_step: float
+    mfu: float | None
+    tflops: float
+
+
+@dataclass
+class BenchResult:
+    device: str
+    precision: str
+    model: dict[str, Any]
+    train: dict[str, PathFigures] = field(default_factory=dict)
+    faithfulness: dict[str, float] = field(default_factory=dict)
+    kd_step_ratio: float | None = None
+    generation: dict[str, float] = field(default_factory=dict)
+    evaluation: dict[str, float] = field(default_factory=dict)
+    projection: dict[str, float] = field(default_factory=dict)
+    packing: dict[str, float] = field(default_factory=dict)
+    profile: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        from dataclasses import asdict
+
+        return asdict(self)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _timed(device: torch.device, fn: Callable[[], Any]) -> tuple[Any, float]:
+    _sync(device)
+    t0 = time.perf_counter()
+    out = fn()
+    _sync(device)
+    return out, time.perf_counter() - t0
+
+
+class _Setup:
+    """The trial's first task, tokenizer and a freshly built model, as the trial would have them."""
+
+    def __init__(self, cfg: TrialConfig):
+        self.cfg = cfg
+        self.device, self.precision, self.amp = resolve_device(cfg.training)
+        if cfg.training.threads:
+            torch.set_num_threads(cfg.training.threads)
+        self.task = cfg.tasks[0]
+        self.tok = Tokenizer.load(cfg.model.tokenizer, cfg.model.pretrained, cfg.model.builtin_vocab_size)
+        self.tok.add_task(self.task)
+        self.model = build_model(cfg.model, self.tok, cfg.seed)
+        self.max_len = n_positions(self.model)
+        train = {self.task: load_split(self.task, "train", cfg.data)}
+        test = {self.task: load_split(self.task, "test", cfg.data)}
+        self.ctx = TrialContext(cfg=cfg, tokenizer=self.tok, device=self.device, amp_dtype=self.amp,
+                                max_len=self.max_len, train=train, test=test)
+        self.rows = self.ctx.train_rows(self.task)
+        method = make_method(cfg.method)
+        self.with_lm = method.uses_lm
+        self.lm_lambda = float(getattr(method.p, "lm_lambda", 0.25))
+        self.ans_weight = float(getattr(method.p, "ans_weight", 5.0))
+
+    def fresh_model(self):
+        return copy.deepcopy(self.model).to(self.device).train()
+
+    def weight(self) -> torch.Tensor:
+        return ans_weighted(len(self.tok), self.tok.ids.ans, self.ans_weight, self.device)
+
+    def plan(self, policy: str, n: int, seed: int = 0) -> list[np.ndarray]:
+        """At least `n` batches of the first task under `policy` ('tokens' or 'paper')."""
+        rng = np.random.default_rng(seed)
+        t = self.cfg.training
+        out: list[np.ndarray] = []
+        while len(out) < n:
+            if policy == "paper":
+                out += paper_batches(len(self.rows), paper_batch_size(len(self.rows), t.min_n_steps,
+                                                                      t.min_batch_size), rng)
+            else:
+                out += token_batches([len(r) for r in self.rows], t.tokens_per_batch, rng)
+        return out[:n]
+
+
+# --------------------------------------------------------------------------- training paths
+def _fast_loss(s: _Setup, engine_logits, batch, weight, teacher=None) -> torch.Tensor:
+    logits = engine_logits(batch)
+    loss = token_ce(logits[: batch.n_qa], batch.qa_targets, weight)
+    if batch.with_lm:
+        loss = loss + s.lm_lambda * token_ce(logits[batch.n_qa:], batch.lm_targets, weight)
+    if teacher is not None:  # Word-KD's extra work: the teacher's forward and the KL term
+        with torch.no_grad(), (torch.autocast(s.device.type, s.amp) if s.amp else contextlib.nullcontext()):
+            t_logits = teacher(batch.inputs, batch.positions)
+        loss = loss + token_kl(logits, t_logits, torch.ones_like(batch.row, dtype=torch.bool), 2.0)
+    return loss
+
+
+def fast_path(s: _Setup, plan: list[np.ndarray], precision: str, opts: BenchOptions,
+              teacher=None, profile: bool = False,
+              before_timing: Callable[[], None] | None = None) -> tuple[PathFigures, str]:
+    """Steps of the trial's own training path (DeepSpeed engine, fused forward, target logits)."""
+    model = s.fresh_model()
+    engine = Engine(model, s.cfg.training, precision, s.device)
+    weight = s.weight()
+    pad = s.tok.ids.pad
+    batches = [collate([s.rows[i] for i in idx], pad, with_lm=s.with_lm) for idx in plan]
+
+    class _E:  # trial.forward's view of the engine
+        logits = staticmethod(engine.logits)
+
+    def step(batch):
+        batch = batch.to(s.device)
+        loss = _fast_loss(s, lambda b: forward(_E, b, s.cfg.training.fused_qa_lm), batch, weight, teacher)
+        engine.backward(loss)
+        engine.step(s.cfg.training.lr)
+
+    for b in batches[: opts.warmup]:
+        step(b)
+    timed = batches[opts.warmup:]
+    table = ""
+    if profile:
+        from torch.profiler import ProfilerActivity
+        from torch.profiler import profile as torch_profile
+
+        acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if s.device.type == "cuda" else [])
+        with torch_profile(activities=acts) as prof:
+            for b in timed[:3]:
+                step(b)
+            _sync(s.device)
+        key = "self_cuda_time_total" if s.device.type == "cuda" else "self_cpu_time_total"
+        table = prof.key_averages().table(sort_by=key, row_limit=12)
+    if before_timing is not None:
+        before_timing()
+    _, dt = _timed(s.device, lambda: [step(b) for b in timed])
+    engine.close()
+    return _figures(s, batches[opts.warmup:], dt, precision, opts), table
+
+
+def reference_path(s: _Setup, plan: list[np.ndarray], opts: BenchOptions) -> PathFigures:
+    model = s.fresh_model()
+    t = s.cfg.training
+    step = ReferenceStep(model, s.weight(), s.lm_lambda, s.with_lm, lr=t.lr, eps=t.adam_eps,
+                         weight_decay=t.weight_decay, max_grad_norm=t.max_grad_norm)
+    batches = [reference_batch([s.rows[i] for i in idx], s.tok.ids.pad, s.with_lm, s.device) for idx in plan]
+    for b in batches[: opts.warmup]:
+        step(b)
+    timed = batches[opts.warmup:]
+    _, dt = _timed(s.device, lambda: [step(b) for b in timed])
+    n_tok = sum(b.n_tokens for b in timed)
+    flops = sum(step_flops(model, b.lengths, b.n_targets) for b in timed)
+    peak = peak_tflops(s.device, "fp32", opts.peak_tflops)
+    return PathFigures(n_tok / dt, len(timed) / dt, statistics.fmean(int(b.cqa.shape[0]) for b in timed),
+                       flops / dt / (peak * 1e12) if peak else None, flops / dt / 1e12)
+
+
+def _figures(s: _Setup, batches, dt: float, precision: str, opts: BenchOptions) -> PathFigures:
+    n_tok = sum(b.n_tokens for b in batches)
+    flops = 0.0
+    for b in batches:
+        lengths = (b.inputs != s.tok.ids.pad).sum(1).tolist()  # rows are right-padded
+        flops += step_flops(s.model, [n for n in lengths if n], len(b.positions))
+    peak = peak_tflops(s.device, precision, opts.peak_tflops)
+    return PathFigures(n_tok / dt, len(batches) / dt, statistics.fmean(b.n_examples for b in batches),
+                       flops / dt / (peak * 1e12) if peak else None, flops / dt / 1e12)
+
+
+def faithfulness(s: _Setup, plan: list[np.ndarray]) -> dict[str, float]:
+    """Fast-path and reference-style losses of the same batches and weights, in fp32."""
+    model = s.fresh_model().eval()  # no dropout: both paths see the same function
+    head = TargetLogits(model)
+    weight = s.weight()
+    ref = ReferenceStep(model, weight, s.lm_lambda, s.with_lm, lr=0.0, eps=1e-8, weight_decay=0.0,
+                        max_grad_norm=1.0)
+
+    class _E:
+        logits = staticmethod(head)
+
+    diffs, values = [], []
+    with torch.no_grad():
+        for idx in plan:
+            rows = [s.rows[i] for i in idx]
+            batch = collate(rows, s.tok.ids.pad, with_lm=s.with_lm).to(s.device)
+            fast = _fast_loss(s, lambda b: forward(_E, b, True), batch, weight)
+            slow = ref.loss(reference_batch(rows, s.tok.ids.pad, s.with_lm, s.device))
+            diffs.append(abs(float(fast) - float(slow)))
+            values.append(float(slow))
+    return {"batches": len(plan), "max_abs_diff": max(diffs), "mean_loss": statistics.fmean(values)}
+
+
+# --------------------------------------------------------------------------- decoding
+def generation(s: _Setup, opts: BenchOptions) -> dict[str, float]:
+    """Pseudo-sample generation: top-k from the task token alone, `gen_tokens` new tokens each."""
+    model = s.fresh_model().eval()
+    g = s.tok.task_id(s.task)
+    settings = replace_settings(s, "top_k")
+    budget = min(opts.gen_tokens, s.max_len - 1)
+    fast_stats, ref_stats = DecodeStats(), DecodeStats()
+    gen = torch.Generator(device=s.device).manual_seed(0)
+    _, fast_dt = _timed(s.device, lambda: decode(
+        model, [[g]] * opts.gen_samples, budget, eos=-1, pad=s.tok.ids.pad, max_total=s.max_len,
+        settings=settings, device=s.device, amp_dtype=s.amp, generator=gen, stats=fast_stats))
+    _, ref_dt = _timed(s.device, lambda: [decode_reference(
+        model, [g], budget, eos=-1, max_total=s.max_len, settings=settings, device=s.device,
+        generator=gen, stats=ref_stats) for _ in range(opts.ref_gen_samples)])
+    fast, ref = fast_stats.new_tokens / fast_dt, ref_stats.new_tokens / ref_dt
+    return {"fast_tokens_per_s": fast, "reference_tokens_per_s": ref, "ratio": fast / ref,
+            "samples": opts.gen_samples, "tokens_each": budget}
+
+
+def evaluation(s: _Setup, opts: BenchOptions) -> dict[str, float]:
+    """Greedy answers to test prompts; the batched decoder must give the reference's outputs."""
+    model = s.fresh_model().eval()
+    prompts, budget = s.ctx.prompts(s.task)
+    prompts = prompts[: opts.eval_prompts]
+    settings = replace_settings(s, "greedy")
+    fast_stats, ref_stats = DecodeStats(), DecodeStats()
+    outs, fast_dt = _timed(s.device, lambda: decode(
+        model, prompts, budget, eos=s.tok.ids.eos, pad=s.tok.ids.pad, max_total=s.max_len,
+        settings=settings, device=s.device, amp_dtype=s.amp, stats=fast_stats))
+    k = min(opts.ref_eval_prompts, len(prompts))
+    ref_outs, ref_dt = _timed(s.device, lambda: [decode_reference(
+        model, p, budget, eos=s.tok.ids.eos, max_total=s.max_len, settings=settings, device=s.device,
+        stats=ref_stats) for p in prompts[:k]])
+    fast, ref = fast_stats.new_tokens / fast_dt, ref_stats.new_tokens / max(ref_dt, 1e-9)
+    # bf16 can break a near-tie differently in a batch than alone; fp32 must agree exactly
+    same = sum(a == b for a, b in zip(outs[:k], ref_outs))
+    return {"fast_tokens_per_s": fast, "reference_tokens_per_s": ref, "ratio": fast / ref if ref else 0.0,
+            "prompts": len(prompts), "answer_budget": budget, "identical_outputs": f"{same}/{k}"}
+
+
+def replace_settings(s: _Setup, mode: str) -> DecodeSettings:
+    e = s.cfg.eval
+    return DecodeSettings(mode, e.top_k, e.temperature, e.tokens_per_batch, e.max_batch_size)
+
+
+# --------------------------------------------------------------------------- the whole trial
+def projection(s: _Setup, r: BenchResult) -> dict[str, float]:
+    """Wall time of the whole trial at the measured rates: training (teachers too, with Word-KD's
+    extra cost), pseudo-sample generation, and evaluation after every stage."""
+    from ..plan import cell_tokens
+    from ..teachers import teacher_config
+
+    cfg = s.cfg
+    method = make_method(cfg.method)
+    student = cell_tokens(cfg)
+    teachers = sum(cell_tokens(teacher_config(cfg, t)) for t in method.teachers_needed(cfg))
+    kd = r.kd_step_ratio if cfg.method.name in ("word_kd", "seq_kd_soft") else 1.0
+    n_evals = len(method.stages(list(cfg.tasks))) + (1 if cfg.eval.before_training else 0)
+    eval_tokens = 0.0  # every evaluation decodes every task's test set (answers about gold length)
+    for t in cfg.tasks:
+        test = load_split(t, "test", cfg.data)
+        eval_tokens += n_evals * sum(len(s.tok.encode(e.answers[0])) + 1 for e in test)
+    gen_ratio = getattr(method.p, "gen_ratio", 0.0)
+    pseudo = 0
+    for k, task in enumerate(cfg.tasks[1:], start=1):
+        n = len(load_split(task, "train", cfg.data))
+        pseudo += sum(pseudo_counts(n, list(cfg.tasks[:k]), gen_ratio).values()) if gen_ratio else 0
+    gen_tokens = pseudo * statistics.fmean(len(row.gen_X) for row in s.rows)
+    rate = r.train["fast, paper" if cfg.training.batch_policy == "paper" else "fast"].tokens_per_s
+    this = (student * kd + teachers) / rate + gen_tokens / r.generation["fast_tokens_per_s"] \
+        + eval_tokens / r.evaluation["fast_tokens_per_s"]
+    ref = (student * kd + teachers) / r.train["reference"].tokens_per_s \
+        + gen_tokens / r.generation["reference_tokens_per_s"] \
+        + eval_tokens / max(r.evaluation["reference_tokens_per_s"], 1e-9)
+    return {"trained_tokens": student, "teacher_tokens": teachers, "pseudo_tokens": gen_tokens,
+            "eval_tokens": eval_tokens, "this_config_s": this, "reference_s": ref, "speedup": ref / this}
+
+
+def run_bench(cfg: TrialConfig, opts: BenchOptions = BenchOptions(),
+              on_event: Callable[..., None] | None = None) -> BenchResult:
+    emit = on_event or (lambda *a, **k: None)
+    s = _Setup(cfg)
+    cfg_model = s.model.config
+    r = BenchResult(device_name(s.device), s.precision, {
+        "n_layer": cfg_model.n_layer, "n_embd": cfg_model.n_embd, "vocab": cfg_model.vocab_size,
+        "positions": s.max_len, "parameters": sum(p.numel() for p in s.model.parameters()),
+        "task": s.task, "rows": len(s.rows), "with_lm": s.with_lm})
+    n = opts.warmup + opts.steps
+    emit("bench", part="training: fast path")
+    r.train["fast"], prof = fast_path(s, s.plan("tokens", n), s.precision, opts, profile=opts.profile)
+    r.profile = prof
+    emit("bench", part="training: fast path, paper batches")
+    r.train["fast, paper"], _ = fast_path(s, s.plan("paper", n), s.precision, opts)
+    emit("bench", part="training: reference-style path")
+    r.train["reference"] = reference_path(s, s.plan("paper", n), opts)
+    emit("bench", part="faithfulness")
+    r.faithfulness = faithfulness(s, s.plan("paper", 4, seed=1))
+    emit("bench", part="Word-KD teacher cost")
+    teacher = TargetLogits(s.fresh_model().eval())
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    with_teacher, _ = fast_path(s, s.plan("tokens", n), s.precision, opts, teacher=teacher)
+    r.kd_step_ratio = r.train["fast"].steps_per_s / with_teacher.steps_per_s
+    emit("bench", part="generation")
+    r.generation = generation(s, opts)
+    emit("bench", part="evaluation decoding")
+    r.evaluation = evaluation(s, opts)
+    r.projection = projection(s, r)
+    if opts.packing > 1:
+        emit("bench", part=f"packing {opts.packing} trials")
+        from .packing import packed_throughput
+
+        r.packing = packed_throughput(cfg, opts, r.train["fast"].tokens_per_s)
+    return r
