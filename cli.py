@@ -3,6 +3,7 @@
 
     python cli.py train TRIAL.yaml         one lifelong trial, with a live progress display
     python cli.py validate FILE            check a trial config and its data without running
+    python cli.py data convert SOURCE... --task TASK --out DIR    raw public data -> LAMOL files
     python cli.py ls {tasks,methods,metrics}
 
 Bad input (a config key, a data file, a task name) is reported as one line, exit code 2.
@@ -150,6 +151,28 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data_convert(args: argparse.Namespace) -> int:
+    from l2kd.data.convert import convert_sources
+
+    outcome = convert_sources(args.sources, args.task, args.out, force=args.force, lower=args.lower)
+    table = Table("task", "train", "test", "read", "skipped (why)", title="data convert")
+    for r in outcome.reports:
+        verb = "" if r.files else " (validated)"
+        skipped = "\n".join(f"{n:,} {why}" for why, n in sorted(r.skipped.items())) or "-"
+        table.add_row(r.task + verb, f"{r.written.get('train', 0):,}", f"{r.written.get('test', 0):,}",
+                      f"{sum(r.read.values()):,}", skipped)
+    out.print(table)
+    for r in outcome.reports:
+        for note in r.notes:
+            out.print(f"  {r.task}: {note}", markup=False, highlight=False, soft_wrap=True)
+    for task, why in outcome.not_found.items():
+        out.print(f"  {task}: not converted: {why}", markup=False, highlight=False, soft_wrap=True)
+    written = [r for r in outcome.reports if r.files]
+    if written:
+        console.print(f"wrote {sum(len(r.files) for r in written)} files for {len(written)} tasks into {args.out}")
+    return 0
+
+
 def cmd_ls(args: argparse.Namespace) -> int:
     if args.what == "tasks":
         from l2kd.tasks import TASKS
@@ -202,6 +225,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--explain", action="store_true", help="print every config key with its meaning")
     p.set_defaults(fn=cmd_validate)
+
+    p = sub.add_parser("data", help="data tools")
+    data_sub = p.add_subparsers(dest="data_command", required=True)
+    p = data_sub.add_parser(
+        "convert", help="convert raw public data into LAMOL-format task files",
+        description="Convert raw public data (e.g. ../shared/data/woz2.0-nbt) into the LAMOL files "
+        "{task}_to_squad-{train,test}-v2.0.json, the gold {task}_answers.json the WOZ/WikiSQL metrics "
+        "need, and {task}_conversion.json (counts, choices, input hashes). Files already in LAMOL "
+        "format (E2E, RNNLG) are validated and counted, not copied.")
+    p.add_argument("sources", nargs="+", metavar="SOURCE",
+                   help="raw data folder(s), or a folder holding them (e.g. ../shared/data)")
+    p.add_argument("--task", required=True,
+                   help="the task to make (woz.en, wikisql, cnn_dailymail, ag, ...), or 'all' for every "
+                   "task whose raw files are among the sources")
+    p.add_argument("--out", help="folder the converted files go to")
+    p.add_argument("--force", action="store_true", help="replace existing output files")
+    p.add_argument("--lower", action="store_true",
+                   help="lower-case contexts, questions and answers, as LAMOL's decaNLP export did")
+    p.set_defaults(fn=cmd_data_convert)
 
     p = sub.add_parser("ls", help="list registered tasks, methods or metrics")
     p.add_argument("what", choices=["tasks", "methods", "metrics"])

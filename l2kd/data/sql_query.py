@@ -20,9 +20,14 @@ KEY_WORDS = ", ".join(AGG_OPS[1:] + COND_OPS + SYMS)
 def query_text(sql: dict[str, Any], header: list[str]) -> str:
     """`SELECT {agg} {column} FROM table[ WHERE {column} {op} {value} AND ...]`, runs of whitespace
     collapsed to one space (as Query.__repr__)."""
-    text = f"SELECT {AGG_OPS[sql['agg']]} {header[sql['sel']]} FROM table"
-    if sql["conds"]:
-        text += " WHERE " + " AND ".join(f"{header[c]} {COND_OPS[o]} {v}" for c, o, v in sql["conds"])
+    return named_query_text(sql["agg"], header[sql["sel"]], [(header[c], o, v) for c, o, v in sql["conds"]])
+
+
+def named_query_text(agg: int, column: str, conds: list[tuple[str, int, Any]]) -> str:
+    """The same text from column names instead of indices."""
+    text = f"SELECT {AGG_OPS[agg]} {column} FROM table"
+    if conds:
+        text += " WHERE " + " AND ".join(f"{c} {COND_OPS[o]} {v}" for c, o, v in conds)
     return " ".join(text.split())
 
 
