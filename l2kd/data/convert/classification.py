@@ -152,11 +152,11 @@ def _labelled(task: str, rows: list[Row], seen: set[str], report: ConvertReport,
         word = words.get(label_key(label))
         key = text_key(text)
         if word is None:
-            report.skip(f"{split}: label {label!r} is not one of the task's label words")
+            report.skip(f"{split}: label {label!r} not a label word")
         elif not key:
             report.skip(f"{split}: empty text")
         elif key in test_keys:
-            report.skip(f"{split}: text also in the test split")
+            report.skip(f"{split}: text also in test")
         elif key in seen and dedupe:
             report.skip(f"{split}: duplicate text")
         else:

@@ -10,7 +10,9 @@ SQL but no tables, and the only headers available are those of the tables that t
 (`wikisql-mlx-examples/`, first 1,000 train / 100 dev / 100 test questions) prints. So:
 
 - test = every dev and test question whose table has a header there (dev too: the reference never
-  uses dev, and it doubles the test set); the others are skipped and counted;
+  uses dev, and it doubles the test set); the others are skipped and counted. mlx prints a header
+  joined by ", ", and a few column names hold ", " themselves: a table whose mlx queries name such a
+  column (or do not parse) has an unsure header, and its questions are skipped and counted too;
 - train = the mlx train questions (WikiSQL's first 1,000 train questions), whose SQL is only given as
   text: it is parsed back with the table's header, text values unquoted, "FROM {table_id}" made
   "FROM table"; a query that does not parse unambiguously is skipped and counted.
@@ -49,7 +51,7 @@ def _lines(path: Path) -> list[tuple[int, Any]]:
 
 
 def _mlx_fields(obj: Any, path: Path, n: int) -> tuple[str, list[str], str, str]:
-    """(table_id, header, question, SQL text) of one mlx line."""
+    """(table_id, header pieces (the columns line split at ", "), question, SQL text) of one mlx line."""
     text = obj.get("text") if isinstance(obj, dict) else None
     parts = text.split("\n") if isinstance(text, str) else []
     heads = ("table: ", "columns: ", "Q: ", "A: ")
@@ -158,7 +160,7 @@ def _read_mlx(folder: Path, question: str, report: ConvertReport) -> Tables:
                 if parsed is not None:
                     tables.answers[(table_id, clean(q))] = parsed[0]
             elif parsed is None:
-                report.skip("train: SQL text does not read one way with the table's columns")
+                report.skip("train: SQL text not read one way")
             else:
                 context = context_text(pieces, clean(q))  # the same text however the pieces group
                 tables.train.append(Example(f"train-{n}", context, question, (parsed[0],), len(tables.train)))
@@ -182,10 +184,10 @@ def convert(task: str, sources: list[Path]) -> Converted:
             table_id, q, sql = row["table_id"], clean(row["question"]), row["sql"]
             header = tables.pieces.get(table_id)
             if header is None:
-                report.skip(f"test ({name}): table unknown (no header in the given table data)")
+                report.skip(f"{name.split('.')[0]}: table without a header here")
                 continue
             if table_id in tables.unsure:
-                report.skip(f"test ({name}): table header unsure (a column name holds ', ')")
+                report.skip(f"{name.split('.')[0]}: header unsure (', ' in a column)")
                 continue
             try:
                 answer = query_text(sql, header)
