@@ -6,6 +6,7 @@
     python cli.py bench TRIAL.yaml         its speed here, against the reference's way
     python cli.py validate FILE            check a trial config and its data without running
     python cli.py report RUN_DIR           the paper's tables, CL figures and curves of a run folder
+    python cli.py data convert SOURCE... --task TASK --out DIR    raw public data -> LAMOL files
     python cli.py ls {tasks,methods,metrics}
 
 Bad input (a config key, a data file, a task name) is reported as one line, exit code 2.
@@ -433,6 +434,28 @@ def print_report(report) -> None:
                   f"(start with {report.out_dir / 'report.md'})", markup=False, soft_wrap=True)
 
 
+def cmd_data_convert(args: argparse.Namespace) -> int:
+    from l2kd.data.convert import convert_sources
+
+    outcome = convert_sources(args.sources, args.task, args.out, force=args.force, lower=args.lower)
+    table = Table("task", "train", "test", "read", "skipped (why)", title="data convert")
+    for r in outcome.reports:
+        verb = "" if r.files else " (validated)"
+        skipped = "\n".join(f"{n:,} {why}" for why, n in sorted(r.skipped.items())) or "-"
+        table.add_row(r.task + verb, f"{r.written.get('train', 0):,}", f"{r.written.get('test', 0):,}",
+                      f"{sum(r.read.values()):,}", skipped)
+    out.print(table)
+    for r in outcome.reports:
+        for note in r.notes:
+            out.print(f"  {r.task}: {note}", markup=False, highlight=False, soft_wrap=True)
+    for task, why in outcome.not_found.items():
+        out.print(f"  {task}: not converted: {why}", markup=False, highlight=False, soft_wrap=True)
+    written = [r for r in outcome.reports if r.files]
+    if written:
+        console.print(f"wrote {sum(len(r.files) for r in written)} files for {len(written)} tasks into {args.out}")
+    return 0
+
+
 def cmd_ls(args: argparse.Namespace) -> int:
     if args.what == "tasks":
         from l2kd.tasks import TASKS
@@ -530,6 +553,24 @@ def build_parser() -> argparse.ArgumentParser:
                    help="split the report by these config fields (e.g. training.epochs) instead of "
                    "refusing results whose settings differ (name RUN_DIR before this option)")
     p.set_defaults(fn=cmd_report)
+    p = sub.add_parser("data", help="data tools")
+    data_sub = p.add_subparsers(dest="data_command", required=True)
+    p = data_sub.add_parser(
+        "convert", help="convert raw public data into LAMOL-format task files",
+        description="Convert raw public data (e.g. ../shared/data/woz2.0-nbt) into the LAMOL files "
+        "{task}_to_squad-{train,test}-v2.0.json, the gold {task}_answers.json the WOZ/WikiSQL metrics "
+        "need, and {task}_conversion.json (counts, choices, input hashes). Files already in LAMOL "
+        "format (E2E, RNNLG) are validated and counted, not copied.")
+    p.add_argument("sources", nargs="+", metavar="SOURCE",
+                   help="raw data folder(s), or a folder holding them (e.g. ../shared/data)")
+    p.add_argument("--task", required=True,
+                   help="the task to make (woz.en, wikisql, cnn_dailymail, ag, ...), or 'all' for every "
+                   "task whose raw files are among the sources")
+    p.add_argument("--out", help="folder the converted files go to")
+    p.add_argument("--force", action="store_true", help="replace existing output files")
+    p.add_argument("--lower", action="store_true",
+                   help="lower-case contexts, questions and answers, as LAMOL's decaNLP export did")
+    p.set_defaults(fn=cmd_data_convert)
 
     p = sub.add_parser("ls", help="list registered tasks, methods or metrics")
     p.add_argument("what", choices=["tasks", "methods", "metrics"])

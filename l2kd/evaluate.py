@@ -30,7 +30,8 @@ def evaluate_task(ctx: TrialContext, model, task: str, tag: str) -> tuple[dict[s
     tidy = clean_up_tokenization if spec.cleanup else (lambda s: s)
     preds = [tidy(ctx.tokenizer.decode(o)) for o in outs]
     refs = [[tidy(a) for a in ex.answers] for ex in examples]
-    scored = score(spec.metrics, ScoreInput(preds, refs, [ex.id for ex in examples], task))
+    gold = [ex.gold for ex in examples] if spec.gold else None  # aligned by the data layer
+    scored = score(spec.metrics, ScoreInput(preds, refs, [ex.id for ex in examples], task, gold))
     records = []
     for k, (ex, p, r) in enumerate(zip(examples, preds, refs)):
         rec = {"index": ex.index, "id": ex.id, "prediction": p, "references": r}

@@ -30,6 +30,9 @@ class TaskSpec:
     # their answers files in the reference, so they skip it.
     cleanup: bool = True
     label_words: tuple[str, ...] = ()  # classification: the answer vocabulary
+    # The metric needs `{task}_answers.json` beside the test file (l2kd/data/gold.py): WOZ's turn ids
+    # ('dialogue'), WikiSQL's gold SQL and table header ('sql'); as the reference's answers files.
+    gold: Literal["dialogue", "sql"] | None = None
     paper_sizes: tuple[int, int] | None = None  # (train, test) of the paper's Table 1
     converter: str | None = None  # `cli.py data convert` source kind producing this task
     notes: str = ""
@@ -52,15 +55,19 @@ def _add(spec: TaskSpec) -> None:
 NLG_QUESTION = "what is the natural language form ?"
 
 # --- sequence generation for different tasks (decaNLP, via LAMOL) ----------------------------
-_add(TaskSpec("woz.en", "decanlp", "em", "What is the change in state?",
-              cleanup=False, paper_sizes=(2536, 1646), converter="woz",
-              notes="scored by exact match until the dialogue-state metric (dsEM) lands"))
+_add(TaskSpec("woz.en", "decanlp", "joint_goal_em", "What is the change in state?",
+              extra_metrics=("dsem",), cleanup=False, gold="dialogue", paper_sizes=(2536, 1646),
+              converter="woz",
+              notes="dsEM = joint goal EM over each dialogue's turns (decaNLP/LAMOL); also "
+                    "turn_request_em, turn_goal_em, avg_dialogue"))
 _add(TaskSpec("cnn_dailymail", "decanlp", "avg_rouge", "What is the summary?",
               extra_metrics=("rouge",), paper_sizes=(6604, 2250), converter="cnn_dailymail",
               notes="avg_rouge = mean of ROUGE-1/2/L F (decaNLP's CNN metric)"))
-_add(TaskSpec("wikisql", "decanlp", "em", "What is the translation from English to SQL?",
-              cleanup=False, paper_sizes=(6525, 15878), converter="wikisql",
-              notes="scored by exact match until the logical-form metric (lfEM) lands"))
+_add(TaskSpec("wikisql", "decanlp", "lfem_lamol", "What is the translation from English to SQL?",
+              extra_metrics=("lfem",), cleanup=False, gold="sql", paper_sizes=(6525, 15878),
+              converter="wikisql",
+              notes="lfEM: primary lfem_lamol (LAMOL's fuzzy parse, as published); lfem = decaNLP's "
+                    "exact parse"))
 
 # --- sequence generation for different domains (L2KD's NLG files) ----------------------------
 for _name, _sizes in [("e2enlg", (6000, 2000)), ("rnnlg.rest", (6228, 1039)),

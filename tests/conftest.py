@@ -14,6 +14,11 @@ GPT2_TOKENIZER = SHARED / "gpt2-tokenizer"
 
 needs_shared = pytest.mark.skipif(not NLG_DIR.is_dir() or not GPT2_TOKENIZER.is_dir(),
                                   reason=f"real data not found at {SHARED}")
+# The raw public sources the converters read (SOURCES.md), beside the NLG files and the tokenizer.
+RAW_DIRS = [SHARED / d for d in ("woz2.0-nbt", "wikisql-raw", "wikisql-mlx-examples", "lfpt5-fewshot",
+                                 "cl-benchmark-deal", "lamol-tc-adapterlamol")]
+needs_raw = pytest.mark.skipif(not all(d.is_dir() for d in RAW_DIRS + [NLG_DIR, GPT2_TOKENIZER]),
+                               reason=f"raw public data not found at {SHARED}")
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -75,3 +75,27 @@ training: {epochs: 1, lr: 1.0e-3}
     res = cli("train", str(cfg), "--out", str(tmp_path / "out"), "--quiet")
     assert res.returncode == 0, res.stderr
     assert "synth.sentiment" in res.stdout and (tmp_path / "out" / "results.json").exists()
+
+
+def test_data_convert_prints_counts_and_refuses_to_overwrite(tmp_path):
+    src = tmp_path / "woz"
+    src.mkdir()
+    turn = {"transcript": "cheap food", "system_acts": [], "belief_state": [
+        {"slots": [["price range", "cheap"]], "act": "inform"}]}
+    for split in ("train", "test"):
+        (src / f"woz_{split}_en.json").write_text(json.dumps([{"dialogue": [turn, turn]}]))
+    out = tmp_path / "out"
+    res = cli("data", "convert", str(src), "--task", "woz.en", "--out", str(out))
+    assert res.returncode == 0, res.stderr
+    assert "woz.en" in res.stdout and "2 dialogues" not in res.stdout and "1 dialogues, 2 turns" in res.stdout
+    assert (out / "woz.en_to_squad-test-v2.0.json").exists() and (out / "woz.en_answers.json").exists()
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    res = cli("data", "convert", str(src), "--task", "woz.en", "--out", str(out))
+    one_line_error(res, "woz.en", "exists; add --force to replace it")
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def test_data_convert_missing_inputs(tmp_path):
+    res = cli("data", "convert", str(tmp_path), "--task", "wikisql", "--out", str(tmp_path / "out"))
+    one_line_error(res, "wikisql: no valid.jsonl in")
+    assert not (tmp_path / "out").exists()

@@ -8,6 +8,7 @@ from pathlib import Path
 from ..config import DataConfig
 from ..errors import DataError
 from ..tasks import TASKS
+from .gold import attach_gold, gold_file, read_gold
 from .lamol_json import Example, read_lamol
 from .synthetic import ensure_builtin_files
 
@@ -43,6 +44,11 @@ def cap_examples(examples: list[Example], cap: int | None, seed: int) -> list[Ex
 
 
 def load_split(task: str, split: str, cfg: DataConfig) -> list[Example]:
-    examples = read_lamol(split_path(task, split, cfg))
+    path = split_path(task, split, cfg)
+    examples = read_lamol(path)
+    spec = TASKS.get(task)
+    if split == "test" and spec.gold:  # WOZ/WikiSQL: their metrics need the answers file too
+        gold_path = path.parent / gold_file(task)
+        examples = attach_gold(examples, read_gold(gold_path, spec.gold), gold_path)
     cap = cfg.max_test_examples if split == "test" else cfg.max_train_examples
     return cap_examples(examples, cap, cfg.subset_seed)

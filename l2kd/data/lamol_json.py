@@ -8,7 +8,7 @@ A malformed file or item raises DataError naming the file and the item's path, n
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,9 @@ class Example:
     question: str
     answers: tuple[str, ...]
     index: int  # position in file order; Seq-KD and predictions are aligned on it
+    # The test item's record from `{task}_answers.json` (WOZ turn id and answer, WikiSQL SQL and
+    # header), for tasks whose metric needs more than the answer text; see data/gold.py.
+    gold: dict[str, Any] | None = field(default=None, compare=False, repr=False)
 
 
 def _expect(cond: bool, path: Path, where: str, msg: str) -> None:
