@@ -13,6 +13,27 @@ import torch.nn.functional as F
 from .data.encoding import IGNORE
 
 
+def weighted_nll(logits: torch.Tensor, targets: torch.Tensor,
+                 weight: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per position: w_y * -log p(y) (0 where the target is IGNORE), and w_y (0 there too).
+
+    One pass over all of a batch's target positions. Losses over parts of them (QA and LM, current
+    and pseudo rows) are masked means of these vectors, so no slice of the (positions x vocabulary)
+    logits reaches autograd: each such slice would cost a zero-filled gradient of the full size.
+    """
+    nll = F.cross_entropy(logits.float(), targets, weight=weight, ignore_index=IGNORE, reduction="none")
+    valid = targets != IGNORE
+    w = weight[targets.clamp(min=0)] * valid if weight is not None else valid.float()
+    return nll, w
+
+
+def masked_mean(values: torch.Tensor, weights: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """sum(values) / sum(weights) over the positions in `mask`: 0 (not NaN) when it covers none."""
+    if mask is not None:
+        values, weights = values * mask, weights * mask
+    return values.sum() / weights.sum().clamp(min=1e-12)
+
+
 def token_ce(logits: torch.Tensor, targets: torch.Tensor, weight: torch.Tensor | None = None,
              select: torch.Tensor | None = None) -> torch.Tensor:
     """Cross-entropy averaged over target tokens: sum(w_y * nll) / sum(w_y), as the reference's
@@ -20,35 +41,34 @@ def token_ce(logits: torch.Tensor, targets: torch.Tensor, weight: torch.Tensor |
 
     logits: (N, V) at the target positions; targets: (N,); IGNORE entries carry no loss.
     """
-    if select is not None:
-        targets = targets.masked_fill(~select, IGNORE)
-    nll_sum = F.cross_entropy(logits.float(), targets, weight=weight, ignore_index=IGNORE,
-                              reduction="sum")
-    valid = targets != IGNORE
-    w = weight[targets.clamp(min=0)] if weight is not None else torch.ones_like(targets, dtype=torch.float)
-    return nll_sum / (w * valid).sum().clamp(min=1e-12)  # 0 / tiny = 0 when nothing is covered
+    return masked_mean(*weighted_nll(logits, targets, weight), select)
 
 
-def token_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, select: torch.Tensor,
-             temperature: float, teacher_to_student: torch.Tensor | None = None) -> torch.Tensor:
-    """Word-KD: the per-token mean of KL(p_teacher || p_student) at temperature T, times T².
+def kl_each(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float,
+            teacher_to_student: torch.Tensor | None = None) -> torch.Tensor:
+    """KL(p_teacher || p_student) at temperature T at every position, times T² (Word-KD's summand).
 
-    This is the reference's KLDivLoss(batchmean) over its flattened selected tokens. The teacher's
-    vocabulary may be smaller than the student's: `teacher_to_student[k]` is the student column of
-    teacher column k. Student columns no teacher column maps to (other tasks' tokens) get target
-    probability 0; the reference instead repeated the teacher's last column, so its target summed
-    to more than 1.
+    The teacher's vocabulary may be smaller than the student's: `teacher_to_student[k]` is the
+    student column of teacher column k. Student columns no teacher column maps to (other tasks'
+    tokens) get target probability 0; the reference instead repeated the teacher's last column, so
+    its target summed to more than 1.
 
-    student_logits: (N, Vs); teacher_logits: (N, Vt); select: (N,) bool.
+    student_logits: (N, Vs); teacher_logits: (N, Vt) -> (N,)
     """
     T = temperature
     log_ps = F.log_softmax(student_logits.float() / T, dim=-1)
     if teacher_to_student is not None:
         log_ps = log_ps.index_select(-1, teacher_to_student)
     log_pt = F.log_softmax(teacher_logits.float() / T, dim=-1)
-    kl = (log_pt.exp() * (log_pt - log_ps)).sum(-1)
-    n = select.sum()
-    return (kl * select).sum() / n.clamp(min=1) * (T * T)
+    return (log_pt.exp() * (log_pt - log_ps)).sum(-1) * (T * T)
+
+
+def token_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, select: torch.Tensor,
+             temperature: float, teacher_to_student: torch.Tensor | None = None) -> torch.Tensor:
+    """Word-KD: the per-token mean of KL(p_teacher || p_student) at temperature T, times T², over
+    the selected positions: the reference's KLDivLoss(batchmean) over its flattened selected tokens."""
+    kl = kl_each(student_logits, teacher_logits, temperature, teacher_to_student)
+    return masked_mean(kl, torch.ones_like(kl), select)
 
 
 def ans_weighted(vocab_size: int, ans_id: int, ans_weight: float, device: torch.device) -> torch.Tensor:

@@ -35,7 +35,7 @@ from ..data import load_split
 from ..data.batching import collate, paper_batch_size, paper_batches, token_batches
 from ..decode import DecodeSettings, DecodeStats, decode, decode_reference, pseudo_counts
 from ..engine import Engine
-from ..losses import ans_weighted, token_ce, token_kl
+from ..losses import ans_weighted, kl_each
 from ..methods import make_method
 from ..model import TargetLogits, build_model, n_positions
 from ..tokenizer import Tokenizer
@@ -124,6 +124,10 @@ class _Setup:
         self.with_lm = method.uses_lm
         self.lm_lambda = float(getattr(method.p, "lm_lambda", 0.25))
         self.ans_weight = float(getattr(method.p, "ans_weight", 5.0))
+        # the loss the fast path runs: LAMOL's QA + λ·LM when the method trains an LM, else QA only
+        self.loss_method = make_method(MethodSpec(
+            name="lamol" if self.with_lm else "finetune",
+            params={"lm_lambda": self.lm_lambda, "ans_weight": self.ans_weight} if self.with_lm else {}))
 
     def fresh_model(self):
         return copy.deepcopy(self.model).to(self.device).train()
@@ -146,15 +150,14 @@ class _Setup:
 
 
 # --------------------------------------------------------------------------- training paths
-def _fast_loss(s: _Setup, engine_logits, batch, weight, teacher=None) -> torch.Tensor:
+def _fast_loss(s: _Setup, engine_logits, batch, teacher=None) -> torch.Tensor:
+    """The trial's own loss code: LAMOL's QA + λ·LM (or finetune's QA) from the method classes."""
     logits = engine_logits(batch)
-    loss = token_ce(logits[: batch.n_qa], batch.qa_targets, weight)
-    if batch.with_lm:
-        loss = loss + s.lm_lambda * token_ce(logits[batch.n_qa:], batch.lm_targets, weight)
+    loss = sum(s.loss_method.loss_terms(s.ctx, batch, logits).values())
     if teacher is not None:  # Word-KD's extra work: the teacher's forward and the KL term
         with torch.no_grad(), (torch.autocast(s.device.type, s.amp) if s.amp else contextlib.nullcontext()):
             t_logits = teacher(batch.inputs, batch.positions)
-        loss = loss + token_kl(logits, t_logits, torch.ones_like(batch.row, dtype=torch.bool), 2.0)
+        loss = loss + kl_each(logits, t_logits, 2.0).mean()
     return loss
 
 
@@ -164,7 +167,6 @@ def fast_path(s: _Setup, plan: list[np.ndarray], precision: str, opts: BenchOpti
     """Steps of the trial's own training path (DeepSpeed engine, fused forward, target logits)."""
     model = s.fresh_model()
     engine = Engine(model, s.cfg.training, precision, s.device)
-    weight = s.weight()
     pad = s.tok.ids.pad
     batches = [collate([s.rows[i] for i in idx], pad, with_lm=s.with_lm) for idx in plan]
 
@@ -173,7 +175,7 @@ def fast_path(s: _Setup, plan: list[np.ndarray], precision: str, opts: BenchOpti
 
     def step(batch):
         batch = batch.to(s.device)
-        loss = _fast_loss(s, lambda b: forward(_E, b, s.cfg.training.fused_qa_lm), batch, weight, teacher)
+        loss = _fast_loss(s, lambda b: forward(_E, b, s.cfg.training.fused_qa_lm), batch, teacher)
         engine.backward(loss)
         engine.step(s.cfg.training.lr)
 
@@ -243,7 +245,7 @@ def faithfulness(s: _Setup, plan: list[np.ndarray]) -> dict[str, float]:
         for idx in plan:
             rows = [s.rows[i] for i in idx]
             batch = collate(rows, s.tok.ids.pad, with_lm=s.with_lm).to(s.device)
-            fast = _fast_loss(s, lambda b: forward(_E, b, True), batch, weight)
+            fast = _fast_loss(s, lambda b: forward(_E, b, True), batch)
             slow = ref.loss(reference_batch(rows, s.tok.ids.pad, s.with_lm, s.device))
             diffs.append(abs(float(fast) - float(slow)))
             values.append(float(slow))

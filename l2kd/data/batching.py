@@ -97,6 +97,16 @@ class Batch:
     def lm_targets(self) -> torch.Tensor:
         return self.targets[self.n_qa:]
 
+    @property
+    def qa_positions(self) -> torch.Tensor:
+        """(N,) bool: which target positions belong to the QA loss (the first n_qa)."""
+        return torch.arange(len(self.targets), device=self.targets.device) < self.n_qa
+
+    @property
+    def pseudo_positions(self) -> torch.Tensor:
+        """(N,) bool: which target positions belong to a pseudo sample."""
+        return self.is_pseudo[self.row]
+
     def pseudo_mask(self, part: str) -> torch.Tensor:
         """Per position of the 'qa' or 'lm' part: does it belong to a pseudo sample?"""
         rows = self.row[: self.n_qa] if part == "qa" else self.row[self.n_qa:]

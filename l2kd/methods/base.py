@@ -27,7 +27,7 @@ from ..data.batching import Batch, plan_epoch
 from ..data.encoding import TrainRow
 from pydantic import Field
 
-from ..losses import ans_weighted, token_ce
+from ..losses import ans_weighted, masked_mean, token_ce, weighted_nll
 
 
 class MethodParams(Strict):
@@ -96,7 +96,7 @@ class Method:
 
     def loss_terms(self, ctx: TrialContext, batch: Batch, logits: torch.Tensor) -> dict[str, torch.Tensor]:
         """`logits` holds one row per target position: batch.n_qa QA positions, then LM positions."""
-        return {"qa": token_ce(logits[: batch.n_qa], batch.qa_targets)}
+        return {"qa": token_ce(logits, batch.targets, select=batch.qa_positions if batch.with_lm else None)}
 
     def after_backward(self, ctx: TrialContext) -> None:
         pass
@@ -125,8 +125,8 @@ class QALMMethod(Method):
         return ans_weighted(vocab, ctx.tokenizer.ids.ans, self.p.ans_weight, ctx.device)
 
     def loss_terms(self, ctx, batch, logits):
-        w = self._weights(ctx, logits.shape[-1])
-        terms = {"qa": token_ce(logits[: batch.n_qa], batch.qa_targets, w)}
-        if self.uses_lm:
-            terms["lm"] = self.p.lm_lambda * token_ce(logits[batch.n_qa:], batch.lm_targets, w)
-        return terms
+        nll, w = weighted_nll(logits, batch.targets, self._weights(ctx, logits.shape[-1]))
+        if not batch.with_lm:
+            return {"qa": masked_mean(nll, w)}
+        qa = batch.qa_positions
+        return {"qa": masked_mean(nll, w, qa), "lm": self.p.lm_lambda * masked_mean(nll, w, ~qa)}

@@ -91,7 +91,7 @@ class GEM(Method):
             b = b.to(ctx.device)
             with amp(ctx.device, ctx.amp_dtype):
                 logits = head(b.inputs, b.positions)
-            loss = token_ce(logits[: b.n_qa], b.qa_targets) * (b.n_qa / n_total)
+            loss = token_ce(logits, b.targets) * (b.n_qa / n_total)  # QA-only rows: every position is QA
             grads = torch.autograd.grad(loss, self._params, allow_unused=True)
             g = torch.cat([(x if x is not None else torch.zeros_like(p)).reshape(-1).float()
                            for x, p in zip(grads, self._params)])

@@ -36,7 +36,7 @@ from ..data.lamol_json import Example, read_lamol, to_lamol
 from ..decode import DecodeSettings, amp, decode
 from ..errors import ArtifactError, DataError
 from ..io import write_json
-from ..losses import token_ce, token_kl
+from ..losses import kl_each, masked_mean, weighted_nll
 from ..model import TargetLogits
 from ..tokenizer import Tokenizer, clean_up_tokenization
 from .lamol import Lamol, LamolParams
@@ -151,15 +151,15 @@ class _WordKD:
     def loss_terms(self, ctx, batch, logits):
         with torch.no_grad(), amp(ctx.device, ctx.amp_dtype):
             t_logits = self.teacher(self.input_map[batch.inputs], batch.positions)
-        w = self._weights(ctx, logits.shape[-1])
-        T, nq = self.p.temperature, batch.n_qa
+        # one KL and one cross-entropy over all target positions, reduced by masks (no logits slices)
+        kl = kl_each(logits, t_logits, self.p.temperature, self.col_map)
+        nll, w = weighted_nll(logits, batch.targets, self._weights(ctx, logits.shape[-1]))
+        qa, pseudo = batch.qa_positions, batch.pseudo_positions
         terms = {}
-        for part, s, t, y in (("qa", logits[:nq], t_logits[:nq], batch.qa_targets),
-                              ("lm", logits[nq:], t_logits[nq:], batch.lm_targets)):
-            pseudo = batch.pseudo_mask(part)
+        for part, in_part in (("qa", qa), ("lm", ~qa)):
             scale = 1.0 if part == "qa" else self.p.lm_lambda
-            terms[f"{part}_kd"] = scale * token_kl(s, t, ~pseudo, T, self.col_map)
-            terms[f"{part}_ce"] = scale * token_ce(s, y, w, select=pseudo)
+            terms[f"{part}_kd"] = scale * masked_mean(kl, torch.ones_like(kl), in_part & ~pseudo)
+            terms[f"{part}_ce"] = scale * masked_mean(nll, w, in_part & pseudo)
         return terms
 
     def end_stage(self, ctx, tasks):

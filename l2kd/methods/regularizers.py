@@ -131,7 +131,7 @@ class EWC(_Regularized):
     """ewc: finetune + λ·ΣΩ(θ−θ*)², Ω = squared QA-loss gradients over each finished task."""
 
     def batch_importance_loss(self, batch, logits):
-        return token_ce(logits[: batch.n_qa], batch.qa_targets)  # the QA loss, as the reference
+        return token_ce(logits, batch.targets)  # the QA loss (QA-only rows), as the reference
 
     def accumulate(self, grad):
         return grad.pow(2)
