@@ -1,0 +1,56 @@
+"""The benchmark runs on a tiny model and its figures hang together; FLOPs by hand; peaks by name."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from transformers import GPT2Config, GPT2LMHeadModel
+
+from l2kd.bench import BenchOptions, run_bench
+from l2kd.bench.flops import block_params, peak_tflops, step_flops
+from l2kd.config import trial_config
+
+from conftest import REPO, tiny_trial
+
+
+def test_model_flops_by_hand():
+    m = GPT2LMHeadModel(GPT2Config(n_layer=2, n_embd=8, n_head=2, n_positions=16, vocab_size=10))
+    n = block_params(m)
+    assert n == 2 * (2 * 8 + 8 * 24 + 24 + 8 * 8 + 8 + 2 * 8 + 8 * 32 + 32 + 32 * 8 + 8)  # ln, attn, ln, mlp
+    # two rows of 3 and 5 tokens, 4 positions read by a loss
+    assert step_flops(m, [3, 5], 4) == 6 * n * 8 + 12 * 2 * 8 * (9 + 25) + 6 * 8 * 10 * 4
+
+
+def test_peaks_are_known_for_gpus_only_and_can_be_given():
+    assert peak_tflops(torch.device("cpu"), "fp32") is None
+    assert peak_tflops(torch.device("cpu"), "fp32", override=1.5) == 1.5
+
+
+def test_bench_runs_on_a_tiny_model_and_its_figures_hang_together():
+    cfg = trial_config(tiny_trial(tasks=["synth.nlg", "synth.state"]))
+    opts = BenchOptions(steps=2, warmup=1, gen_samples=4, ref_gen_samples=1, gen_tokens=8,
+                        eval_prompts=6, ref_eval_prompts=2)
+    r = run_bench(cfg, opts)
+    assert set(r.train) == {"fast", "fast, paper", "reference"}
+    for path in r.train.values():
+        assert path.tokens_per_s > 0 and path.tflops > 0 and path.mfu is None  # a CPU has no known peak
+    assert r.train["fast, paper"].examples_per_step == r.train["reference"].examples_per_step
+    assert r.faithfulness["max_abs_diff"] < 1e-4  # fp32: the same loss along both paths
+    assert r.evaluation["identical_outputs"] == "2/2"  # greedy decoding agrees with the reference
+    assert r.generation["samples"] == 4 and r.generation["ratio"] > 0 and r.kd_step_ratio > 0
+    p = r.projection
+    assert p["trained_tokens"] > 0 and p["pseudo_tokens"] > 0 and p["this_config_s"] > 0
+    assert p["speedup"] == pytest.approx(p["reference_s"] / p["this_config_s"])
+
+
+def test_cli_bench_writes_its_figures(tmp_path):
+    cfg = tmp_path / "t.yaml"
+    cfg.write_text(json.dumps(tiny_trial(tasks=["synth.sentiment"], method="finetune")))
+    res = subprocess.run([sys.executable, str(REPO / "cli.py"), "bench", str(cfg), "--steps", "2",
+                          "--out", str(tmp_path / "b.json")], capture_output=True, text=True, cwd=REPO,
+                         timeout=300)
+    assert res.returncode == 0, res.stderr
+    figures = json.loads((tmp_path / "b.json").read_text())
+    assert figures["train"]["fast"]["tokens_per_s"] > 0 and "tokens/s" in res.stdout
