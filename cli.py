@@ -117,7 +117,7 @@ class TrialProgress:
 
 # --------------------------------------------------------------------------- commands
 def cmd_train(args: argparse.Namespace) -> int:
-    from l2kd.config import load_trial_config
+    from l2kd.trialconfig import load_trial_config
     from l2kd.methods import make_method
     from l2kd.teachers import TeacherStore
     from l2kd.trial import run_trial
@@ -290,11 +290,12 @@ def cmd_grid(args: argparse.Namespace) -> int:
 
 def _bench_config(path: str, overrides: list[str]):
     """A trial config, or the first cell of a grid file."""
-    from l2kd.config import apply_overrides, load_yaml, trial_config
+    from l2kd.config import apply_overrides, load_yaml
+    from l2kd.trialconfig import trial_config
 
     raw = load_yaml(path)
     if "method" in raw:
-        from l2kd.config import load_trial_config
+        from l2kd.trialconfig import load_trial_config
 
         return load_trial_config(path, overrides)
     from l2kd.gridspec import load_grid
@@ -314,7 +315,7 @@ def _rate(x: float | None, unit: str = "") -> str:
 def cmd_bench(args: argparse.Namespace) -> int:
     import json
 
-    from l2kd.bench import BenchOptions, run_bench
+    from l2kd.bench import BenchOptions, packed_throughput, run_bench
     from l2kd.io import write_json
 
     cfg = _bench_config(args.config, args.set)
@@ -322,6 +323,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
                         profile=args.profile)
     with console.status("benchmarking") as status:
         r = run_bench(cfg, opts, on_event=lambda name, **e: status.update(f"benchmarking: {e['part']}"))
+        if args.packing > 1:
+            status.update(f"benchmarking: {args.packing} trials packed on one device")
+            r.packing = packed_throughput(cfg, opts, r.train["fast"].tokens_per_s)
     m = r.model
     out.print(f"{r.device}, {r.precision}; GPT-2 {m['n_layer']} layers x {m['n_embd']}, vocab {m['vocab']:,}, "
               f"{m['parameters'] / 1e6:.1f}M parameters; task {m['task']} ({m['rows']} rows, "
@@ -378,7 +382,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
         return 0
     if not args.config:
         raise UserError("validate: name a config file (or use --explain)")
-    from l2kd.config import load_trial_config
+    from l2kd.trialconfig import load_trial_config
     from l2kd.data import load_split
 
     cfg = load_trial_config(args.config, args.set)

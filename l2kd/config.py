@@ -1,7 +1,9 @@
 """Trial configuration: validated on creation, loaded from YAML with unknown-key errors.
 
 One source of truth for every option: the field's description here (the CLI's `--help` and
-`cli.py validate --explain` print them). Defaults follow the published LAMOL/L2KD settings
+`cli.py validate --explain` print them). This module checks a config's shape; each method's own
+parameters are checked by the method registry, above it: build trial configs with
+`l2kd.trialconfig.trial_config` / `load_trial_config`, which do both. Defaults follow the published LAMOL/L2KD settings
 (`train.py`/`settings.py` of the reference) unless a comment says otherwise. Precedence when
 loading: the file, then `--set key=value` overrides from the command line.
 """
@@ -182,26 +184,6 @@ class TrialConfig(Strict):
             raise ValueError(f"a task appears twice in the order: {v}")
         return v
 
-    @model_validator(mode="after")
-    def _valid_method(self) -> "TrialConfig":
-        from .methods import method_class, method_params  # methods validate their own params
-
-        method_params(self.method)
-        try:
-            method_class(self.method.name).check_tasks(self.tasks)
-        except ValueError as e:
-            raise ConfigError(f"tasks: {e}") from None
-        try:
-            method_class(self.method.name).check_config(self)
-        except ValueError as e:
-            raise ConfigError(f"method ({self.method.name}): {e}") from None
-        return self
-
-    def method_params(self):
-        from .methods import method_params
-
-        return method_params(self.method)
-
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
 
@@ -280,13 +262,3 @@ def apply_overrides(data: dict[str, Any], overrides: list[str], source: str = "-
                 raise ConfigError(f"{source}: {key}: {p} is not a mapping")
         node[parts[-1]] = value
     return out
-
-
-def load_trial_config(path: str | Path, overrides: list[str] | None = None) -> TrialConfig:
-    data = apply_overrides(load_yaml(path), overrides or [])
-    data.setdefault("name", Path(path).stem)
-    return validate(TrialConfig, data, str(path))
-
-
-def trial_config(data: dict[str, Any], source: str = "<config>") -> TrialConfig:
-    return validate(TrialConfig, data, source)

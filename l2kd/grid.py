@@ -31,7 +31,7 @@ import ray  # noqa: E402
 import yaml  # noqa: E402
 from ray import tune  # noqa: E402
 
-from .config import trial_config  # noqa: E402
+from .trialconfig import trial_config  # noqa: E402
 from .errors import ArtifactError
 from .io import stable_hash, write_json, write_text
 from .methods.kd import distil_file

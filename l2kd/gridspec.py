@@ -33,10 +33,11 @@ from typing import Any
 from pydantic import Field, field_validator, model_validator
 
 from .config import (DataConfig, EvalConfig, MethodSpec, ModelConfig, Strict, TrainingConfig,
-                     load_yaml, trial_config, validate)
+                     load_yaml, validate)
 from .errors import ConfigError
 from .methods import make_method, method_params
 from .tasks import TASKS, short_name
+from .trialconfig import trial_config
 
 SECTIONS = ("data", "model", "training", "eval")
 SECTION_MODELS = {"data": DataConfig, "model": ModelConfig, "training": TrainingConfig, "eval": EvalConfig}

@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import TrialConfig, trial_config
+from .config import TrialConfig
+from .trialconfig import trial_config
 from .data import load_split
 from .decode import pseudo_counts
 from .errors import DataError, UserError

@@ -21,12 +21,13 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from .checkpoint import PackedCheckpoint, latest_checkpoint, pack_checkpoint
-from .config import TrialConfig, trial_config
+from .config import TrialConfig
+from .trialconfig import trial_config
 from .context import decode_settings, derive_seed
 from .data import load_split, split_path
 from .errors import ArtifactError
 from .io import file_sha256, read_json, stable_hash, write_json
-from .methods import make_method
+from .methods import make_method, method_params
 from .methods.kd import distil_file, teacher_answers
 from .tokenizer import Tokenizer
 from .trial import resolve_device, run_trial
@@ -37,7 +38,7 @@ MANIFEST = "manifest.json"
 
 def teacher_config(cfg: TrialConfig, task: str) -> TrialConfig:
     """The single-task LAMOL config of `task`'s teacher, from a student trial's config."""
-    student = cfg.method_params().model_dump()
+    student = method_params(cfg.method).model_dump()
     d = cfg.to_dict()
     d.update(name=f"teacher-{task}", tasks=[task],
              method={"name": "single", **{k: student[k] for k in ("lm_lambda", "ans_weight") if k in student}})

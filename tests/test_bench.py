@@ -10,7 +10,7 @@ from transformers import GPT2Config, GPT2LMHeadModel
 
 from l2kd.bench import BenchOptions, run_bench
 from l2kd.bench.flops import block_params, peak_tflops, step_flops
-from l2kd.config import trial_config
+from l2kd.trialconfig import trial_config
 
 from conftest import REPO, tiny_trial
 

@@ -6,7 +6,7 @@ import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from l2kd.conditioning import ConditioningSpec, conditioned, freeze_lower_half, install
-from l2kd.config import trial_config
+from l2kd.trialconfig import trial_config
 from l2kd.model import TargetLogits, load_weights, save_weights
 from l2kd.trial import run_trial
 

@@ -76,7 +76,7 @@ def test_same_bytes_as_a_second_run(converted, tmp_path):
 
 def test_tiny_trial_on_converted_woz_reports_dsem(tmp_path):
     """Convert the first dialogues of the real WOZ files, then train and score a tiny model on them."""
-    from l2kd.config import trial_config
+    from l2kd.trialconfig import trial_config
     from l2kd.results import TrialResult
     from l2kd.trial import run_trial
 

@@ -6,7 +6,8 @@ import pytest
 import quadprog
 import torch
 
-from l2kd.config import TrainingConfig, trial_config
+from l2kd.config import TrainingConfig
+from l2kd.trialconfig import trial_config
 from l2kd.engine import Engine
 from l2kd.errors import ConfigError
 from l2kd.losses import gem_dual, gem_project

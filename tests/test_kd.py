@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from l2kd.config import trial_config
+from l2kd.trialconfig import trial_config
 from l2kd.data.batching import collate
 from l2kd.data.encoding import SpecialIds, encode_train
 from l2kd.data.lamol_json import read_lamol

@@ -4,7 +4,7 @@ the right folder, every cell a valid trial; the WOZ trial config reads the conve
 import itertools
 from pathlib import Path
 
-from l2kd.config import load_trial_config
+from l2kd.trialconfig import load_trial_config
 from l2kd.gridspec import load_grid
 from l2kd.plan import build_plan
 from l2kd.tasks import TASKS

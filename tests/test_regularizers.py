@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from l2kd.config import trial_config
+from l2kd.trialconfig import trial_config
 from l2kd.losses import quadratic_penalty
 from l2kd.methods import make_method
 from l2kd.methods.regularizers import _pad_rows

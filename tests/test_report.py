@@ -13,7 +13,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from l2kd.config import trial_config
+from l2kd.methods import method_params
+from l2kd.trialconfig import trial_config
 from l2kd.errors import ArtifactError, ConfigError
 from l2kd.io import write_json, write_jsonl
 from l2kd.report import build_report, collect
@@ -141,7 +142,7 @@ def write_trial(folder: Path, tasks, method: str, R, *, seed: int = 1, baseline=
     primary = {t: TASKS.get(t).primary_metric for t in tasks}
     stages = [list(tasks)] if method == "multitask" else [[t] for t in tasks]
     result = TrialResult(
-        name="t", tasks=list(tasks), method=method, method_params=cfg.method_params().model_dump(mode="json"),
+        name="t", tasks=list(tasks), method=method, method_params=method_params(cfg.method).model_dump(mode="json"),
         seed=seed, stages=stages, primary=primary, config=cfg.to_dict(), config_hash="h",
         R=[list(map(float, row)) for row in R],
         metrics=[{t: {primary[t]: float(v), "nf1": 0.0} for t, v in zip(tasks, row)} for row in R],

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from l2kd.config import trial_config
+from l2kd.trialconfig import trial_config
 from l2kd.samplers import (MixtureSampler, TaskStreams, UncertaintySampler, answer_entropy,
                            epoch_shape, select_uncertain, task_probabilities)
 from l2kd.trial import run_trial

@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from l2kd.config import trial_config
+from l2kd.trialconfig import trial_config
 from l2kd.context import TrialContext
 from l2kd.data.batching import collate
 from l2kd.data.synthetic import generate

@@ -13,7 +13,7 @@ from typing import Any
 
 
 def _worker(cfg_dict: dict, opts, barrier, out) -> None:
-    from ..config import trial_config
+    from ..trialconfig import trial_config
     from .run import _Setup, fast_path
 
     s = _Setup(trial_config(cfg_dict, "bench packing"))

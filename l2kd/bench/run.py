@@ -12,7 +12,7 @@ On the trial's first task (its real data, model and tokenizer; weights as initia
   (greedy on test prompts): batched KV-cache decoding that drops finished rows, against one sequence
   at a time re-running its whole prefix (the reference; greedy outputs must be identical);
 - the projected wall time of the whole trial, from the work `plan.cell_tokens` counts;
-- optionally: several trials packed on one device (`packing`), and a profile of the top operators.
+- optionally a profile of the top operators (trial packing is measured by bench.packing).
 Every figure is a measurement of this run; nothing is assumed about the machine.
 """
 
@@ -361,9 +361,4 @@ def run_bench(cfg: TrialConfig, opts: BenchOptions = BenchOptions(),
     emit("bench", part="evaluation decoding")
     r.evaluation = evaluation(s, opts)
     r.projection = projection(s, r)
-    if opts.packing > 1:
-        emit("bench", part=f"packing {opts.packing} trials")
-        from .packing import packed_throughput
-
-        r.packing = packed_throughput(cfg, opts, r.train["fast"].tokens_per_s)
     return r
