@@ -208,6 +208,8 @@ class GridProgress:
         if not self.quiet:
             self.live.update(self.table())
             self.live.__exit__(*exc)
+            if not console.is_terminal:  # Live leaves its last frame without a newline in a log file
+                console.line()
 
     def table(self) -> Table:
         t = Table(title=f"{self.plan.spec.name}: {time.perf_counter() - getattr(self, 'started', time.perf_counter()):.0f} s")
