@@ -106,7 +106,10 @@ def _decode_batch(model, prompts, limits, eos, pad, s, device, amp_dtype, genera
     padded = any(len(p) < L for p in prompts)
     pos = (mask.cumsum(-1) - 1).clamp(min=0)
     with amp(device, amp_dtype):
-        res = model(ids, attention_mask=mask if padded else None, position_ids=pos, use_cache=True)
+        # Only the last position's logits are read: without logits_to_keep the prompt pass would
+        # materialise batch x prompt x 50k-vocabulary floats (GBs on a GPU batch) to keep one row each.
+        res = model(ids, attention_mask=mask if padded else None, position_ids=pos, use_cache=True,
+                    logits_to_keep=1)
     cache, logits = res.past_key_values, res.logits[:, -1]
     next_pos = pos[:, -1] + 1
     alive = list(range(B))  # batch rows still generating, in cache order

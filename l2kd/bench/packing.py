@@ -25,7 +25,16 @@ def _worker(cfg_dict: dict, opts, barrier, out) -> None:
 
 def packed_throughput(cfg, opts, single_tokens_per_s: float) -> dict[str, Any]:
     """Aggregate tokens/s of `opts.packing` concurrent trials (spawned processes) on this device."""
+    import gc
+
+    import torch
+
     k = opts.packing
+    # The measuring process keeps its cached GPU memory (tens of GiB after the bench's paths); hand it
+    # back first, or K fresh processes on the same GPU run out of memory.
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
     ctx = mp.get_context("spawn")  # CUDA and DeepSpeed do not survive a fork
     barrier, out = ctx.Barrier(k), ctx.Queue()
     procs = [ctx.Process(target=_worker, args=(cfg.to_dict(), opts, barrier, out)) for _ in range(k)]

@@ -102,6 +102,16 @@ def _timed(device: torch.device, fn: Callable[[], Any]) -> tuple[Any, float]:
     return out, time.perf_counter() - t0
 
 
+def _timed_warm(device: torch.device, fn: Callable[[], Any], stats: DecodeStats) -> tuple[Any, float]:
+    """`fn` once untimed, then timed, `stats` counting the timed pass only: a decoder meets a new shape
+    at every step (the KV cache grows), and on a GPU the first meeting of each builds attention plans
+    and picks kernels (a cold pass there was 10x slower than a warm one); a trial decodes the same
+    shapes batch after batch, so a cold pass would measure set-up, not decoding."""
+    fn()
+    stats.sequences = stats.new_tokens = stats.forward_calls = 0
+    return _timed(device, fn)
+
+
 class _Setup:
     """The trial's first task, tokenizer and a freshly built model, as the trial would have them."""
 
@@ -261,12 +271,12 @@ def generation(s: _Setup, opts: BenchOptions) -> dict[str, float]:
     budget = min(opts.gen_tokens, s.max_len - 1)
     fast_stats, ref_stats = DecodeStats(), DecodeStats()
     gen = torch.Generator(device=s.device).manual_seed(0)
-    _, fast_dt = _timed(s.device, lambda: decode(
+    _, fast_dt = _timed_warm(s.device, lambda: decode(
         model, [[g]] * opts.gen_samples, budget, eos=-1, pad=s.tok.ids.pad, max_total=s.max_len,
-        settings=settings, device=s.device, amp_dtype=s.amp, generator=gen, stats=fast_stats))
-    _, ref_dt = _timed(s.device, lambda: [decode_reference(
+        settings=settings, device=s.device, amp_dtype=s.amp, generator=gen, stats=fast_stats), fast_stats)
+    _, ref_dt = _timed_warm(s.device, lambda: [decode_reference(
         model, [g], budget, eos=-1, max_total=s.max_len, settings=settings, device=s.device,
-        generator=gen, stats=ref_stats) for _ in range(opts.ref_gen_samples)])
+        generator=gen, stats=ref_stats) for _ in range(opts.ref_gen_samples)], ref_stats)
     fast, ref = fast_stats.new_tokens / fast_dt, ref_stats.new_tokens / ref_dt
     return {"fast_tokens_per_s": fast, "reference_tokens_per_s": ref, "ratio": fast / ref,
             "samples": opts.gen_samples, "tokens_each": budget}
@@ -279,13 +289,13 @@ def evaluation(s: _Setup, opts: BenchOptions) -> dict[str, float]:
     prompts = prompts[: opts.eval_prompts]
     settings = replace_settings(s, "greedy")
     fast_stats, ref_stats = DecodeStats(), DecodeStats()
-    outs, fast_dt = _timed(s.device, lambda: decode(
+    outs, fast_dt = _timed_warm(s.device, lambda: decode(
         model, prompts, budget, eos=s.tok.ids.eos, pad=s.tok.ids.pad, max_total=s.max_len,
-        settings=settings, device=s.device, amp_dtype=s.amp, stats=fast_stats))
+        settings=settings, device=s.device, amp_dtype=s.amp, stats=fast_stats), fast_stats)
     k = min(opts.ref_eval_prompts, len(prompts))
-    ref_outs, ref_dt = _timed(s.device, lambda: [decode_reference(
+    ref_outs, ref_dt = _timed_warm(s.device, lambda: [decode_reference(
         model, p, budget, eos=s.tok.ids.eos, max_total=s.max_len, settings=settings, device=s.device,
-        stats=ref_stats) for p in prompts[:k]])
+        stats=ref_stats) for p in prompts[:k]], ref_stats)
     fast, ref = fast_stats.new_tokens / fast_dt, ref_stats.new_tokens / max(ref_dt, 1e-9)
     # bf16 can break a near-tie differently in a batch than alone; fp32 must agree exactly
     same = sum(a == b for a, b in zip(outs[:k], ref_outs))
