@@ -23,7 +23,7 @@ import copy
 import logging
 import statistics
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Callable
 
 import numpy as np
@@ -108,7 +108,8 @@ def _timed_warm(device: torch.device, fn: Callable[[], Any], stats: DecodeStats)
     and picks kernels (a cold pass there was 10x slower than a warm one); a trial decodes the same
     shapes batch after batch, so a cold pass would measure set-up, not decoding."""
     fn()
-    stats.sequences = stats.new_tokens = stats.forward_calls = 0
+    for f in fields(stats):  # every counter back to zero, whatever DecodeStats counts
+        setattr(stats, f.name, f.default)
     return _timed(device, fn)
 
 
