@@ -40,6 +40,7 @@ def test_deepspeed_steps_reduce_the_loss_on_cpu(zero, precision):
 def test_ds_config_from_training_settings():
     cfg = ds_config(TrainingConfig(zero_stage=2, max_grad_norm=0.5), "bf16")
     assert cfg["zero_optimization"]["stage"] == 2 and cfg["gradient_clipping"] == 0.5
+    assert ds_config(TrainingConfig(max_grad_norm=0.5), "bf16")["gradient_clipping"] == 0  # clipped by the engine
     assert cfg["torch_autocast"] == {"enabled": True, "dtype": "bfloat16"}
     assert "torch_autocast" not in ds_config(TrainingConfig(), "fp32")
 
@@ -55,3 +56,30 @@ def test_no_decay_on_biases_and_layernorms():
 
 def test_free_ports_differ():
     assert len({free_port() for _ in range(5)}) > 1
+
+
+@pytest.mark.parametrize("max_grad_norm", [1e-3, 100.0])  # clipping on every step; never
+def test_engine_steps_equal_plain_adamw_with_clipping(max_grad_norm):
+    """The engine's update is AdamW after clipping the global gradient norm, nothing more: the same
+    weights as plain PyTorch's loop after several steps (ZeRO 0, fp32, one process)."""
+    training = TrainingConfig(lr=1e-2, max_grad_norm=max_grad_norm, weight_decay=0.01)
+    a, b = model(), model()
+    engine = Engine(a, training, "fp32", CPU)
+    opt = torch.optim.AdamW(param_groups(b, 0.01, decay_layernorm=False), lr=1e-2,
+                            eps=training.adam_eps, betas=(0.9, 0.999))
+    x = torch.randint(1, 50, (4, 12), generator=torch.Generator().manual_seed(2))
+    a.eval(), b.eval()  # no dropout: both see the same function
+    every_position = torch.arange(4 * 11)
+    for lr in (1e-2, 5e-3, 1e-3):
+        engine.backward(token_ce(engine.logits(x[:, :-1], every_position), x[:, 1:].flatten()))
+        engine.step(lr)
+        loss = token_ce(b(x[:, :-1]).logits.flatten(0, 1), x[:, 1:].flatten())
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(b.parameters(), max_grad_norm)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    for (name, p), q in zip(engine.module.named_parameters(), b.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6, msg=name)
+    engine.close()
