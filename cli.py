@@ -341,6 +341,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
               f"{f.tokens_per_s / ref.tokens_per_s:.2f}x")
     t.add_row("examples/step", f"{f.examples_per_step:.1f}", f"{fp.examples_per_step:.1f}",
               f"{ref.examples_per_step:.1f}", "")
+    t.add_row("first steps, s (untimed)", f"{f.warmup_s:.1f}", f"{fp.warmup_s:.1f}", "",
+              "compiling" if cfg.training.compile else "")
+    if f.syncs_per_step is not None:
+        t.add_row("host waits on the GPU / step", f"{f.syncs_per_step:.0f}", "", "",
+                  ", ".join(f.sync_sites[:3]))
     t.add_row("model TFLOP/s", f"{f.tflops:.3g}", f"{fp.tflops:.3g}", f"{ref.tflops:.3g}",
               f"{f.tflops / ref.tflops:.2f}x")
     mfu = lambda x: "-" if x is None else f"{100 * x:.1f}%"  # noqa: E731

@@ -122,6 +122,12 @@ class TrainingConfig(Strict):
         description="run the QA (cqa) and LM (gen_X) rows of a batch through one forward call; "
         "the losses are the same as two calls",
     )
+    compile: bool = Field(
+        False,
+        description="run GPT-2's blocks through torch.compile (inductor, dynamic shapes) in training "
+        "and in Word-KD's teacher: fewer, fused kernels where eager steps are bound by kernel "
+        "launches (a GPU); the first step of a process waits for the compiler. Decoding stays eager",
+    )
     log_every: int = Field(50, ge=1, description="steps between progress events")
 
 

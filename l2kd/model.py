@@ -106,21 +106,65 @@ def load_weights(folder: Path) -> GPT2LMHeadModel:
     return model_from_state(*read_weights(folder), str(folder))
 
 
+def _run_block(block: torch.nn.Module, hidden: torch.Tensor) -> torch.Tensor:
+    out = block(hidden)  # no mask: GPT-2's attention is then causal (right padding never leaks)
+    return out[0] if isinstance(out, tuple) else out
+
+
+_compiled_block = None
+
+
+def compiled_block():
+    """`_run_block` through torch.compile (inductor, dynamic batch and length), made once a process.
+
+    Every GPT-2 block of every model runs the same code on weights of the same shapes, and PyTorch
+    (2.5 and later) treats a module passed in as an input rather than a constant, so the compiler
+    builds one graph for all of them: one each for training, no-grad (a teacher) and each autocast
+    dtype, not one per block, task or vocabulary size. The embeddings and the LM head, whose shape
+    grows with every task's token, stay eager.
+    """
+    global _compiled_block
+    if _compiled_block is None:
+        _compiled_block = torch.compile(_run_block, dynamic=True)
+    return _compiled_block
+
+
+def hidden_states(gpt2: GPT2LMHeadModel, input_ids: torch.Tensor, compile_blocks: bool = False) -> torch.Tensor:
+    """GPT-2's last hidden states for right-padded `input_ids` (positions 0.. in every row).
+
+    With `compile_blocks` the blocks run through `compiled_block()`, around them the same steps as
+    GPT2Model.forward without a mask or cache (token + position embeddings, dropout, blocks, final
+    LayerNorm): the same values to float tolerance, in far fewer kernels.
+    """
+    t = gpt2.transformer
+    if not compile_blocks:
+        return t(input_ids=input_ids, use_cache=False).last_hidden_state
+    positions = torch.arange(input_ids.shape[1], device=input_ids.device)
+    h = t.drop(t.wte(input_ids) + t.wpe(positions))
+    run = compiled_block()
+    for block in t.h:
+        h = run(block, h)
+    return t.ln_f(h)
+
+
 class TargetLogits(torch.nn.Module):
     """GPT-2 whose forward returns LM-head logits only at chosen flat positions of its input.
 
     The head is the costly part of a small GPT-2's step (a 50k-word vocabulary), and the losses read
     logits only at target positions: the answer + EOS of QA rows and the real tokens of LM rows.
     The values are exactly GPT-2's logits at those positions. DeepSpeed wraps this module.
+    `compile_blocks` runs the blocks compiled (see `hidden_states`); a task-conditioned GPT-2
+    (multitask_ca) always runs eagerly, its conditioning being Python state the compiler cannot see.
     """
 
-    def __init__(self, gpt2: GPT2LMHeadModel):
+    def __init__(self, gpt2: GPT2LMHeadModel, compile_blocks: bool = False):
         super().__init__()
         self.gpt2 = gpt2
+        self.compile_blocks = compile_blocks and spec_from_config(gpt2.config) is None
 
     def forward(self, input_ids: torch.Tensor, positions: torch.Tensor,
                 task_ids: torch.Tensor | None = None) -> torch.Tensor:
         """`task_ids` (one per input row) only for a task-conditioned GPT-2 (multitask_ca)."""
         with conditioned(self.gpt2, task_ids):
-            hidden = self.gpt2.transformer(input_ids=input_ids, use_cache=False).last_hidden_state
+            hidden = hidden_states(self.gpt2, input_ids, self.compile_blocks)
         return self.gpt2.lm_head(hidden.flatten(0, 1).index_select(0, positions))

@@ -64,6 +64,8 @@ def teacher_identity(tcfg: TrialConfig) -> dict[str, Any]:
     d = tcfg.to_dict()
     for volatile in ("log_every", "threads"):
         d["training"].pop(volatile)
+    if not d["training"].get("compile"):  # as trial.config_hash: stored teachers keep their keys
+        d["training"].pop("compile", None)
     data = {k: v for k, v in d["data"].items() if k != "dir"}  # files are identified by content
     m = tcfg.model
     d["model"].pop("tokenizer")  # identified by its vocabulary's fingerprint, not by how its path is spelled

@@ -62,6 +62,10 @@ def config_hash(cfg: TrialConfig) -> str:
     d = cfg.to_dict()
     d.pop("name", None)
     d["training"].pop("log_every", None)
+    # compiled blocks draw other dropout masks, so `compile` is part of a trial's identity; left out
+    # when off (its default) so trials started before the setting existed keep their hash
+    if not d["training"].get("compile"):
+        d["training"].pop("compile", None)
     return stable_hash(d)
 
 

@@ -36,6 +36,7 @@ def test_bench_runs_on_a_tiny_model_and_its_figures_hang_together():
     assert set(r.train) == {"fast", "fast, paper", "reference"}
     for path in r.train.values():
         assert path.tokens_per_s > 0 and path.tflops > 0 and path.mfu is None  # a CPU has no known peak
+    assert r.train["fast"].warmup_s > 0 and r.train["fast"].syncs_per_step is None  # no GPU to wait on
     assert r.train["fast, paper"].examples_per_step == r.train["reference"].examples_per_step
     assert r.faithfulness["max_abs_diff"] < 1e-4  # fp32: the same loss along both paths
     assert r.evaluation["identical_outputs"] == "2/2"  # greedy decoding agrees with the reference

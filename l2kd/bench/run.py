@@ -67,6 +67,9 @@ class PathFigures:
     examples_per_step: float
     mfu: float | None
     tflops: float
+    warmup_s: float | None = None  # the untimed first steps: allocations, kernel choice, compilation
+    syncs_per_step: float | None = None  # host waits on the GPU inside a step (GPUs only)
+    sync_sites: list[str] = field(default_factory=list)  # where they were asked for, most frequent first
 
 
 @dataclass
@@ -100,6 +103,26 @@ def _timed(device: torch.device, fn: Callable[[], Any]) -> tuple[Any, float]:
     out = fn()
     _sync(device)
     return out, time.perf_counter() - t0
+
+
+def count_syncs(device: torch.device, fn: Callable[[], Any]) -> tuple[int, list[str]] | None:
+    """How often `fn` makes the host wait for the GPU, and from which lines (PyTorch's sync debug
+    mode flags every synchronising call); None off a GPU, where there is nothing to wait for."""
+    if device.type != "cuda":
+        return None
+    import collections
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            fn()
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    hits = [w for w in caught if "synchroniz" in str(w.message)]
+    sites = collections.Counter(f"{w.filename.rsplit('/', 1)[-1]}:{w.lineno}" for w in hits)
+    return len(hits), [f"{site} x{n}" for site, n in sites.most_common(5)]
 
 
 def _timed_warm(device: torch.device, fn: Callable[[], Any], stats: DecodeStats) -> tuple[Any, float]:
@@ -180,6 +203,8 @@ def fast_path(s: _Setup, plan: list[np.ndarray], precision: str, opts: BenchOpti
     engine = Engine(model, s.cfg.training, precision, s.device)
     pad = s.tok.ids.pad
     batches = [collate([s.rows[i] for i in idx], pad, with_lm=s.with_lm) for idx in plan]
+    if s.device.type == "cuda":  # as the trial's loader: page-locked, so copies need not block
+        batches = [b.pin() for b in batches]
 
     class _E:  # trial.forward's view of the engine
         logits = staticmethod(engine.logits)
@@ -190,9 +215,9 @@ def fast_path(s: _Setup, plan: list[np.ndarray], precision: str, opts: BenchOpti
         engine.backward(loss)
         engine.step(s.cfg.training.lr)
 
-    for b in batches[: opts.warmup]:
-        step(b)
+    _, warmup_s = _timed(s.device, lambda: [step(b) for b in batches[: opts.warmup]])
     timed = batches[opts.warmup:]
+    syncs = count_syncs(s.device, lambda: step(timed[0]))
     table = ""
     if profile:
         from torch.profiler import ProfilerActivity
@@ -209,7 +234,11 @@ def fast_path(s: _Setup, plan: list[np.ndarray], precision: str, opts: BenchOpti
         before_timing()
     _, dt = _timed(s.device, lambda: [step(b) for b in timed])
     engine.close()
-    return _figures(s, batches[opts.warmup:], dt, precision, opts), table
+    figures = _figures(s, batches[opts.warmup:], dt, precision, opts)
+    figures.warmup_s = warmup_s
+    if syncs is not None:
+        figures.syncs_per_step, figures.sync_sites = float(syncs[0]), syncs[1]
+    return figures, table
 
 
 def reference_path(s: _Setup, plan: list[np.ndarray], opts: BenchOptions) -> PathFigures:
@@ -362,7 +391,7 @@ def run_bench(cfg: TrialConfig, opts: BenchOptions = BenchOptions(),
     emit("bench", part="faithfulness")
     r.faithfulness = faithfulness(s, s.plan("paper", 4, seed=1))
     emit("bench", part="Word-KD teacher cost")
-    teacher = TargetLogits(s.fresh_model().eval())
+    teacher = TargetLogits(s.fresh_model().eval(), cfg.training.compile)
     for p in teacher.parameters():
         p.requires_grad_(False)
     with_teacher, _ = fast_path(s, s.plan("tokens", n), s.precision, opts, teacher=teacher)

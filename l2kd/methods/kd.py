@@ -65,7 +65,8 @@ def teacher_folder(source: TeacherSource) -> Path:
     return source.path if isinstance(source, PackedCheckpoint) else Path(source)
 
 
-def load_teacher(source: TeacherSource, device: torch.device) -> tuple[TargetLogits, Tokenizer]:
+def load_teacher(source: TeacherSource, device: torch.device,
+                 compile_blocks: bool = False) -> tuple[TargetLogits, Tokenizer]:
     """The teacher as a frozen eval-mode module on `device`, with its tokenizer."""
     ckpt = source if isinstance(source, PackedCheckpoint) else latest_checkpoint(Path(source))
     if ckpt is None or not ckpt.complete:
@@ -73,7 +74,7 @@ def load_teacher(source: TeacherSource, device: torch.device) -> tuple[TargetLog
     model = ckpt.model().to(device).eval()
     for p in model.parameters():
         p.requires_grad_(False)
-    return TargetLogits(model), ckpt.tokenizer()
+    return TargetLogits(model, compile_blocks), ckpt.tokenizer()
 
 
 def distil_file(teacher_dir: Path, mode: str) -> Path:
@@ -133,7 +134,7 @@ class _WordKD:
     def begin_training(self, ctx: TrialContext, tasks: tuple[str, ...]) -> None:
         (task,) = tasks
         source = ctx.teachers[task]
-        self.teacher, t_tok = load_teacher(source, ctx.device)
+        self.teacher, t_tok = load_teacher(source, ctx.device, ctx.cfg.training.compile)
         s_tok = ctx.tokenizer
         if t_tok.base_fingerprint() != s_tok.base_fingerprint():
             raise ArtifactError(f"{teacher_folder(source)}: the teacher's vocabulary differs from the student's")

@@ -1,0 +1,70 @@
+"""`training.compile`: GPT-2's blocks through torch.compile give GPT-2's values, train, and are
+compiled once for every block and model (CPU inductor here; the GPU is where it pays)."""
+
+import torch
+from transformers import GPT2Config, GPT2LMHeadModel
+
+from l2kd.config import TrainingConfig, TrialConfig
+from l2kd.engine import Engine
+from l2kd.losses import token_ce
+from l2kd.model import TargetLogits, compiled_block, hidden_states
+from l2kd.trial import config_hash
+
+CPU = torch.device("cpu")
+
+
+def gpt2(vocab=50, seed=0):
+    torch.manual_seed(seed)
+    cfg = GPT2Config(n_layer=2, n_embd=32, n_head=2, n_positions=64, vocab_size=vocab,
+                     bos_token_id=0, eos_token_id=0)
+    cfg._attn_implementation = "sdpa"
+    return GPT2LMHeadModel(cfg)
+
+
+def graphs() -> int:
+    from torch._dynamo.utils import counters
+
+    return counters["stats"]["unique_graphs"]
+
+
+def test_compiled_blocks_give_gpt2s_values_and_gradients():
+    eager, compiled = gpt2().eval(), gpt2().eval()  # eval: no dropout, the same function
+    x = torch.randint(1, 50, (3, 11), generator=torch.Generator().manual_seed(1))
+    positions = torch.tensor([0, 4, 12, 20, 32])
+    a = TargetLogits(eager)(x, positions)
+    b = TargetLogits(compiled, compile_blocks=True)(x, positions)
+    torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5)
+    a.pow(2).sum().backward()
+    b.pow(2).sum().backward()
+    for (name, p), q in zip(eager.named_parameters(), compiled.parameters()):
+        scale = p.grad.abs().max().clamp(min=1e-6)
+        assert ((q.grad - p.grad).abs().max() / scale) < 1e-4, name
+    before = graphs()
+    # another model, another vocabulary, another batch shape: the same compiled graph
+    other = gpt2(vocab=53, seed=3).eval()
+    y = torch.randint(1, 53, (5, 17))
+    torch.testing.assert_close(hidden_states(other, y, compile_blocks=True),
+                               hidden_states(other, y), rtol=1e-5, atol=1e-5)
+    assert graphs() == before
+
+
+def test_engine_trains_with_compiled_blocks():
+    engine = Engine(gpt2(), TrainingConfig(lr=1e-2, compile=True), "fp32", CPU)
+    x = torch.randint(1, 50, (4, 12), generator=torch.Generator().manual_seed(1))
+    losses = []
+    for _ in range(6):
+        loss = token_ce(engine.logits(x[:, :-1], torch.arange(4 * 11)), x[:, 1:].flatten())
+        engine.backward(loss)
+        engine.step(1e-2)
+        losses.append(loss.item())
+    assert losses[-1] < losses[0] and compiled_block() is compiled_block()
+    engine.close()
+
+
+def test_compile_joins_a_trials_identity_only_when_on():
+    base = {"tasks": ["e2enlg"], "method": {"name": "finetune"}}
+    off = TrialConfig.model_validate(base)
+    on = TrialConfig.model_validate({**base, "training": {"compile": True}})
+    d = off.to_dict()
+    d["training"].pop("compile")  # a config written before the setting existed
+    assert config_hash(off) == config_hash(TrialConfig.model_validate(d)) != config_hash(on)
