@@ -68,3 +68,22 @@ def test_compile_joins_a_trials_identity_only_when_on():
     d = off.to_dict()
     d["training"].pop("compile")  # a config written before the setting existed
     assert config_hash(off) == config_hash(TrialConfig.model_validate(d)) != config_hash(on)
+
+
+def test_padded_head_gives_the_heads_values_and_gradients():
+    """On a GPU the head's product runs over a vocabulary padded to a multiple of 64 (fast GEMM
+    kernels); the logits and every gradient are the unpadded head's."""
+    from l2kd.model import head_logits
+
+    a, b = gpt2(vocab=53).eval(), gpt2(vocab=53).eval()
+    hidden = torch.randn(7, 32, requires_grad=True)
+    hidden2 = hidden.detach().clone().requires_grad_(True)
+    plain, padded = a.lm_head(hidden), head_logits(b, hidden2, align=64)
+    assert padded.shape == plain.shape == (7, 53)
+    torch.testing.assert_close(padded, plain)
+    weights = torch.randn(7, 53)
+    (plain * weights).sum().backward()
+    (padded * weights).sum().backward()
+    torch.testing.assert_close(hidden2.grad, hidden.grad)
+    torch.testing.assert_close(b.lm_head.weight.grad, a.lm_head.weight.grad)
+    assert head_logits(b, hidden2).is_contiguous()  # on a CPU: no padding unless asked
