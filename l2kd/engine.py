@@ -107,7 +107,8 @@ class Engine:
         optimizer = torch.optim.AdamW(groups, lr=training.lr, eps=training.adam_eps,
                                       betas=(0.9, 0.999), fused=True)
         self.ds, self.optimizer, _, _ = deepspeed.initialize(
-            model=TargetLogits(model, training.compile), optimizer=optimizer, config=ds_config(training, precision))
+            model=TargetLogits(model, compile_blocks=training.compile), optimizer=optimizer,
+            config=ds_config(training, precision))
         self.max_grad_norm = training.max_grad_norm if clips_itself(training, precision) else None
         self.params = [p for g in groups for p in g["params"]]
         if training.zero_stage == 0 and int(os.environ.get("WORLD_SIZE", "1")) == 1:

@@ -130,7 +130,8 @@ def compiled_block():
     return _compiled_block
 
 
-def hidden_states(gpt2: GPT2LMHeadModel, input_ids: torch.Tensor, compile_blocks: bool = False) -> torch.Tensor:
+def hidden_states(gpt2: GPT2LMHeadModel, input_ids: torch.Tensor,
+                  compile_blocks: bool = False) -> torch.Tensor:
     """GPT-2's last hidden states for right-padded `input_ids` (positions 0.. in every row).
 
     With `compile_blocks` the blocks run through `compiled_block()`, around them the same steps as
