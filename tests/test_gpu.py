@@ -1,0 +1,50 @@
+"""On a GPU only (skipped elsewhere): the training step never makes the host wait, the padded head
+and the compiled blocks keep GPT-2's values in bf16, and a trial runs end to end."""
+
+import pytest
+import torch
+
+from l2kd.bench.run import BenchOptions, _Setup, fast_path
+from l2kd.model import TargetLogits, head_logits, hidden_states
+from l2kd.trial import run_trial
+from l2kd.trialconfig import trial_config
+
+from conftest import tiny_trial
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+def setup(**over) -> _Setup:
+    return _Setup(trial_config(tiny_trial(**{"training.device": "cuda", "training.batch_policy": "tokens",
+                                             "training.tokens_per_batch": 512, **over})))
+
+
+@pytest.mark.parametrize("compile_blocks", [False, True])
+def test_a_training_step_never_waits_on_the_gpu(compile_blocks):
+    s = setup(**{"training.compile": compile_blocks})
+    opts = BenchOptions(steps=2, warmup=2)
+    plain, _ = fast_path(s, s.plan("tokens", 4), s.precision, opts)
+    teacher = TargetLogits(s.fresh_model().eval().requires_grad_(False), compile_blocks)
+    with_kd, _ = fast_path(s, s.plan("tokens", 4), s.precision, opts, teacher=teacher)
+    assert plain.syncs_per_step == 0, plain.sync_sites
+    assert with_kd.syncs_per_step == 0, with_kd.sync_sites
+
+
+def test_padded_head_and_compiled_blocks_keep_gpt2s_values_in_bf16():
+    s = setup()
+    model = s.fresh_model().eval()
+    x = torch.randint(1, len(s.tok), (4, 40), device="cuda")
+    with torch.no_grad(), torch.autocast("cuda", torch.bfloat16):
+        eager = model.lm_head(hidden_states(model, x)).float()
+        fast = head_logits(model, hidden_states(model, x, compile_blocks=True).flatten(0, 1)).float()
+    assert model.lm_head.weight.shape[0] % 64  # the padded path is the one exercised
+    torch.testing.assert_close(fast.view_as(eager), eager, rtol=2e-2, atol=5e-2)  # bf16 rounding
+
+
+def test_a_word_kd_trial_runs_on_the_gpu(tmp_path):
+    from l2kd.teachers import TeacherStore
+
+    cfg = trial_config(tiny_trial(method="word_kd", **{"training.device": "cuda", "training.compile": True}))
+    teachers = TeacherStore(tmp_path / "teachers").ensure_all(cfg)
+    result = run_trial(cfg, tmp_path / "trial", teachers=teachers)
+    assert result.complete and len(result.R) == 2
