@@ -106,6 +106,44 @@ def test_word_kd_batch_of_only_pseudo_rows_is_finite(store_and_cfg):
     assert torch.isfinite(logits.grad).all()
 
 
+def test_word_kd_terms_skip_only_what_is_exactly_zero(store_and_cfg):
+    """Batches without pseudo rows skip the cross-entropy, and every term equals the full masked
+    computation (KL and cross-entropy over all positions) on current-only and mixed batches."""
+    from l2kd.context import TrialContext
+    from l2kd.losses import ans_weighted, kl_each, masked_mean, weighted_nll
+    from l2kd.tokenizer import Tokenizer
+
+    _, cfg, teachers = store_and_cfg
+    method = make_method(cfg.method)
+    tok = Tokenizer.load("builtin")
+    tok.add_task("synth.sentiment")
+    tok.add_task("synth.nlg")
+    ctx = TrialContext(cfg=cfg, tokenizer=tok, device=torch.device("cpu"), amp_dtype=None, max_len=96,
+                       train={}, test={}, teachers=teachers)
+    method.begin_training(ctx, ("synth.nlg",))
+    ids = tok.ids
+    current = [encode_train(tok.encode(f"name {k}"), tok.encode("describe"), tok.encode(f"a place {k}"),
+                            tok.task_id("synth.nlg"), ids, 96, "synth.nlg") for k in range(3)]
+    pseudo = [encode_train([], tok.encode("a review"), tok.encode("positive"), tok.task_id("synth.sentiment"),
+                           ids, 96, "synth.sentiment", is_pseudo=True)]
+    for rows in (current, current + pseudo):
+        batch = collate(rows, ids.pad, with_lm=True)
+        assert batch.n_pseudo == len(rows) - len(current)
+        logits = torch.randn(len(batch.positions), len(tok), generator=torch.Generator().manual_seed(3))
+        terms = method.loss_terms(ctx, batch, logits)
+        with torch.no_grad():
+            t_logits = method.teacher(method.input_map[batch.inputs], batch.positions)
+        kl = kl_each(logits, t_logits, method.p.temperature, method.col_map)
+        nll, w = weighted_nll(logits, batch.targets, ans_weighted(len(tok), ids.ans, method.p.ans_weight,
+                                                                    torch.device("cpu")))
+        qa, is_pseudo = batch.qa_positions, batch.pseudo_positions
+        for part, in_part, scale in (("qa", qa, 1.0), ("lm", ~qa, method.p.lm_lambda)):
+            torch.testing.assert_close(terms[f"{part}_kd"], scale * masked_mean(kl, torch.ones_like(kl),
+                                                                                 in_part & ~is_pseudo))
+            torch.testing.assert_close(terms[f"{part}_ce"], scale * masked_mean(nll, w, in_part & is_pseudo))
+        assert (terms["lm_ce"].item() == 0.0) == (batch.n_pseudo == 0)
+
+
 def test_seq_kd_data_keeps_every_id_and_context(store_and_cfg, tmp_path):
     _, cfg, teachers = store_and_cfg
     cfg = trial_config(tiny_trial(method="seq_kd", tasks=["synth.nlg"]))

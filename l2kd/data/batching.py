@@ -12,7 +12,7 @@ causal, so padding after a row's tokens never changes the logits at its real pos
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -76,18 +76,19 @@ class Batch:
     # (B,) or (2B,): the task index of every input row, for task-conditioned models (multitask_ca)
     # only; None on the plain path.
     task_ids: torch.Tensor | None = None
+    n_pseudo: int = 0  # how many of the B examples are pseudo samples (known here, read on the host)
+
+    def _map(self, fn) -> "Batch":
+        """The same batch with `fn` applied to every tensor."""
+        tensors = ("inputs", "positions", "targets", "row", "is_pseudo", "task_ids")
+        return replace(self, **{k: fn(getattr(self, k)) for k in tensors if getattr(self, k) is not None})
 
     def to(self, device: torch.device) -> "Batch":
-        move = lambda t: t.to(device, non_blocking=True)  # noqa: E731
-        return Batch(move(self.inputs), move(self.positions), self.n_qa, move(self.targets),
-                     move(self.row), move(self.is_pseudo), self.n_examples, self.n_tokens, self.with_lm,
-                     None if self.task_ids is None else move(self.task_ids))
+        return self._map(lambda t: t.to(device, non_blocking=True))
 
     def pin(self) -> "Batch":
         """Page-locked host tensors, so the copy to a GPU need not block the host."""
-        pin = lambda t: None if t is None else t.pin_memory()  # noqa: E731
-        return Batch(pin(self.inputs), pin(self.positions), self.n_qa, pin(self.targets), pin(self.row),
-                     pin(self.is_pseudo), self.n_examples, self.n_tokens, self.with_lm, pin(self.task_ids))
+        return self._map(lambda t: t.pin_memory())
 
     @property
     def qa_targets(self) -> torch.Tensor:
@@ -150,7 +151,7 @@ def collate(rows: list[TrainRow], pad: int, *, with_lm: bool,
     as_tensor = lambda parts: torch.from_numpy(np.concatenate(parts))  # noqa: E731
     return Batch(as_tensor(inputs), as_tensor(positions), n_qa, as_tensor(target_ids), as_tensor(owner),
                  torch.tensor([r.is_pseudo for r in rows], dtype=torch.bool), B, n_tok, with_lm,
-                 task_ids)
+                 task_ids, n_pseudo=sum(r.is_pseudo for r in rows))
 
 
 def plan_epoch(rows: list[TrainRow], training: TrainingConfig, rng: np.random.Generator) -> list[np.ndarray]:

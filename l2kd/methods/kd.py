@@ -150,17 +150,24 @@ class _WordKD:
         self.input_map, self.col_map = in_map.to(ctx.device), col_map.to(ctx.device)
 
     def loss_terms(self, ctx, batch, logits):
-        with torch.no_grad(), amp(ctx.device, ctx.amp_dtype):
-            t_logits = self.teacher(self.input_map[batch.inputs], batch.positions)
-        # one KL and one cross-entropy over all target positions, reduced by masks (no logits slices)
-        kl = kl_each(logits, t_logits, self.p.temperature, self.col_map)
-        nll, w = weighted_nll(logits, batch.targets, self._weights(ctx, logits.shape[-1]))
+        # one KL and one cross-entropy over all target positions, reduced by masks (no logits slices);
+        # a batch with no current-task rows skips the teacher and the KL, one with no pseudo rows
+        # the cross-entropy (all of the first task's batches): either term would be exactly 0
+        has_current, has_pseudo = batch.n_pseudo < batch.n_examples, batch.n_pseudo > 0
+        if has_current:
+            with torch.no_grad(), amp(ctx.device, ctx.amp_dtype):
+                t_logits = self.teacher(self.input_map[batch.inputs], batch.positions)
+            kl = kl_each(logits, t_logits, self.p.temperature, self.col_map)
+        if has_pseudo:
+            nll, w = weighted_nll(logits, batch.targets, self._weights(ctx, logits.shape[-1]))
         qa, pseudo = batch.qa_positions, batch.pseudo_positions
+        zero = logits.new_zeros((), dtype=torch.float32)
         terms = {}
         for part, in_part in (("qa", qa), ("lm", ~qa)):
             scale = 1.0 if part == "qa" else self.p.lm_lambda
-            terms[f"{part}_kd"] = scale * masked_mean(kl, torch.ones_like(kl), in_part & ~pseudo)
-            terms[f"{part}_ce"] = scale * masked_mean(nll, w, in_part & pseudo)
+            terms[f"{part}_kd"] = (scale * masked_mean(kl, torch.ones_like(kl), in_part & ~pseudo)
+                                   if has_current else zero)
+            terms[f"{part}_ce"] = scale * masked_mean(nll, w, in_part & pseudo) if has_pseudo else zero
         return terms
 
     def end_stage(self, ctx, tasks):
