@@ -5,6 +5,7 @@ Nothing is fetched from a hub unless the user names a hub model in `model.pretra
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from pathlib import Path
@@ -112,9 +113,7 @@ def _run_block(block: torch.nn.Module, hidden: torch.Tensor) -> torch.Tensor:
     return out[0] if isinstance(out, tuple) else out
 
 
-_compiled_block = None
-
-
+@functools.cache
 def compiled_block():
     """`_run_block` through torch.compile (inductor, dynamic batch and length), made once a process.
 
@@ -124,10 +123,7 @@ def compiled_block():
     dtype, not one per block, task or vocabulary size. The embeddings and the LM head, whose shape
     grows with every task's token, stay eager.
     """
-    global _compiled_block
-    if _compiled_block is None:
-        _compiled_block = torch.compile(_run_block, dynamic=True)
-    return _compiled_block
+    return torch.compile(_run_block, dynamic=True)
 
 
 def hidden_states(gpt2: GPT2LMHeadModel, input_ids: torch.Tensor,

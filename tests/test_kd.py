@@ -80,7 +80,8 @@ def test_teacher_is_a_single_task_lamol_model(store_and_cfg):
     assert tcfg.model == cfg.model and tcfg.training == cfg.training and tcfg.seed == cfg.seed
 
 
-def test_word_kd_batch_of_only_pseudo_rows_is_finite(store_and_cfg):
+def word_kd_on_second_task(store_and_cfg):
+    """(method, ctx, tokenizer): Word-KD about to train synth.nlg after synth.sentiment, on a CPU."""
     from l2kd.context import TrialContext
     from l2kd.tokenizer import Tokenizer
 
@@ -92,6 +93,11 @@ def test_word_kd_batch_of_only_pseudo_rows_is_finite(store_and_cfg):
     ctx = TrialContext(cfg=cfg, tokenizer=tok, device=torch.device("cpu"), amp_dtype=None, max_len=96,
                        train={}, test={}, teachers=teachers)
     method.begin_training(ctx, ("synth.nlg",))
+    return method, ctx, tok
+
+
+def test_word_kd_batch_of_only_pseudo_rows_is_finite(store_and_cfg):
+    method, ctx, tok = word_kd_on_second_task(store_and_cfg)
     ids = tok.ids
     G_old = tok.task_id("synth.sentiment")
     rows = [encode_train([], tok.encode("a review"), tok.encode("positive"), G_old, ids, 96, "synth.sentiment",
@@ -109,18 +115,9 @@ def test_word_kd_batch_of_only_pseudo_rows_is_finite(store_and_cfg):
 def test_word_kd_terms_skip_only_what_is_exactly_zero(store_and_cfg):
     """Batches without pseudo rows skip the cross-entropy, and every term equals the full masked
     computation (KL and cross-entropy over all positions) on current-only and mixed batches."""
-    from l2kd.context import TrialContext
     from l2kd.losses import ans_weighted, kl_each, masked_mean, weighted_nll
-    from l2kd.tokenizer import Tokenizer
 
-    _, cfg, teachers = store_and_cfg
-    method = make_method(cfg.method)
-    tok = Tokenizer.load("builtin")
-    tok.add_task("synth.sentiment")
-    tok.add_task("synth.nlg")
-    ctx = TrialContext(cfg=cfg, tokenizer=tok, device=torch.device("cpu"), amp_dtype=None, max_len=96,
-                       train={}, test={}, teachers=teachers)
-    method.begin_training(ctx, ("synth.nlg",))
+    method, ctx, tok = word_kd_on_second_task(store_and_cfg)
     ids = tok.ids
     current = [encode_train(tok.encode(f"name {k}"), tok.encode("describe"), tok.encode(f"a place {k}"),
                             tok.task_id("synth.nlg"), ids, 96, "synth.nlg") for k in range(3)]

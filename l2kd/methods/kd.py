@@ -161,7 +161,7 @@ class _WordKD:
         if has_pseudo:
             nll, w = weighted_nll(logits, batch.targets, self._weights(ctx, logits.shape[-1]))
         qa, pseudo = batch.qa_positions, batch.pseudo_positions
-        zero = logits.new_zeros((), dtype=torch.float32)
+        zero = None if has_current and has_pseudo else logits.new_zeros((), dtype=torch.float32)
         terms = {}
         for part, in_part in (("qa", qa), ("lm", ~qa)):
             scale = 1.0 if part == "qa" else self.p.lm_lambda
