@@ -15,6 +15,7 @@ Bad input (a config key, a data file, a task name) is reported as one line, exit
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import shutil
@@ -110,7 +111,13 @@ class TrialProgress:
             shown = {k: round(v, 1) for k, v in e["scores"].items()}
             p.console.print(f"  eval ({e['tag']}) {e['task']}: {shown}", markup=False, highlight=False)
         elif name == "teacher":
-            p.console.print(f"training the teacher of {e['task']} -> {e['path']}", markup=False, soft_wrap=True)
+            where = " (in a background process)" if e.get("background") else ""
+            p.console.print(f"training the teacher of {e['task']}{where} -> {e['path']}", markup=False,
+                            soft_wrap=True)
+        elif name == "teacher_ready":
+            p.console.print(f"teacher of {e['task']} ready ({e['seconds']:.0f} s)")
+        elif name == "teacher_wait":
+            p.console.print(f"  waiting for the teacher of {e['task']}")
         elif name == "resume":
             p.console.print(f"  resuming after stage {e['stages_done']}")
 
@@ -119,6 +126,7 @@ class TrialProgress:
 def cmd_train(args: argparse.Namespace) -> int:
     from l2kd.trialconfig import load_trial_config
     from l2kd.methods import make_method
+    from l2kd.trial_teachers import TrialTeachers
     from l2kd.teachers import TeacherStore
     from l2kd.trial import run_trial
 
@@ -127,12 +135,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.fresh and workdir.exists():
         shutil.rmtree(workdir)
     start = time.perf_counter()
-    with TrialProgress(args.quiet) as progress:
-        teachers = {}
+    with TrialProgress(args.quiet) as progress, contextlib.ExitStack() as stack:
+        teachers, start_teachers = {}, None
         if make_method(cfg.method).teachers_needed(cfg):
-            store = TeacherStore(Path(args.teachers))
-            teachers = store.ensure_all(cfg, on_event=progress)
-        result = run_trial(cfg, workdir, teachers=teachers, on_event=progress, resume=not args.fresh)
+            teachers = stack.enter_context(TrialTeachers(TeacherStore(Path(args.teachers)), cfg,
+                                                         max(0, args.teacher_workers), progress))
+            start_teachers = teachers.start  # once the trial has checked its inputs
+        result = run_trial(cfg, workdir, teachers=teachers, on_event=progress, resume=not args.fresh,
+                           on_checked=start_teachers)
     out.print(render_matrix(result, f"R: {cfg.name} ({cfg.method.name}, seed {cfg.seed})"))
     console.print(f"done in {time.perf_counter() - start:.1f} s; results: {workdir / 'results.json'}")
     return 0
@@ -511,6 +521,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--teachers", default="runs/teachers", metavar="DIR",
                    help="where L2KD teachers are kept: reused when present, trained when not "
                    "(default: runs/teachers)")
+    p.add_argument("--teacher-workers", type=int, default=0, metavar="N",
+                   help="train missing teachers N at a time in background processes while the trial "
+                   "runs, which waits only for the teacher its next stage needs; pays where one "
+                   "process leaves the device idle (see `bench --packing`), not on a CPU that one "
+                   "process already fills (default: 0, all teachers first, in this process)")
     p.add_argument("--quiet", action="store_true", help="no progress display")
     p.set_defaults(fn=cmd_train)
 

@@ -10,7 +10,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import torch
 
@@ -46,7 +46,9 @@ class TrialContext:
     max_len: int  # the model's positions
     train: dict[str, list[Example]]
     test: dict[str, list[Example]]
-    teachers: dict[str, Any] = field(default_factory=dict)  # task -> teacher folder or PackedCheckpoint
+    # task -> teacher folder or PackedCheckpoint; looked up only when a stage needs it (a lookup may
+    # wait for a teacher still training in the background)
+    teachers: Mapping[str, Any] = field(default_factory=dict)
     emit: Callable[..., None] = lambda *a, **k: None  # progress events (name, **fields)
     model: torch.nn.Module | None = None  # the module being trained in the current stage
     stage: int = 0

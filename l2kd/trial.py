@@ -13,7 +13,7 @@ import logging
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Mapping
 
 import torch
 import yaml
@@ -177,10 +177,14 @@ def _resume_point(cfg: TrialConfig, workdir: Path, resume_from: Path | None) -> 
     return ckpt
 
 
-def run_trial(cfg: TrialConfig, workdir: str | Path, *, teachers: dict[str, Path] | None = None,
+def run_trial(cfg: TrialConfig, workdir: str | Path, *, teachers: Mapping[str, Any] | None = None,
               on_event: EventFn | None = None, resume: bool = True,
-              resume_from: str | Path | None = None) -> TrialResult:
-    """Run (or continue) one trial in `workdir` and return its result."""
+              resume_from: str | Path | None = None,
+              on_checked: Callable[[], None] | None = None) -> TrialResult:
+    """Run (or continue) one trial in `workdir` and return its result.
+
+    `on_checked` is called once every input has been checked, before anything is written
+    (`cli.py train` starts the teachers there, so a bad input trains none)."""
     workdir = Path(workdir)
     emit = on_event or (lambda *a, **k: None)
     device, precision, amp_dtype = resolve_device(cfg.training)
@@ -188,12 +192,14 @@ def run_trial(cfg: TrialConfig, workdir: str | Path, *, teachers: dict[str, Path
         torch.set_num_threads(cfg.training.threads)
     method = make_method(cfg.method)
     stages = method.stages(cfg.tasks)
-    missing = [t for t in method.teachers_needed(cfg) if t not in (teachers or {})]
+    missing = [t for t in method.teachers_needed(cfg) if t not in (teachers if teachers is not None else {})]
     if missing:
         raise ArtifactError(f"method {cfg.method.name}: no teacher for {', '.join(missing)}; "
                             "train teachers first (cli.py train does so itself)")
     train, test = _load_data(cfg)  # every input validated before anything is written
     ckpt = _resume_point(cfg, workdir, Path(resume_from) if resume_from else None) if resume else None
+    if on_checked:
+        on_checked()
     emit("start", trial=cfg.name, method=cfg.method.name, tasks=list(cfg.tasks), seed=cfg.seed,
          workdir=workdir, device=str(device), precision=precision)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -212,7 +218,7 @@ def run_trial(cfg: TrialConfig, workdir: str | Path, *, teachers: dict[str, Path
         model.to(device)
         ctx = TrialContext(cfg=cfg, tokenizer=tokenizer, device=device, amp_dtype=amp_dtype,
                            max_len=n_positions(model), train=train, test=test,
-                           teachers=dict(teachers or {}), emit=emit, model=model)
+                           teachers=teachers if teachers is not None else {}, emit=emit, model=model)
         log.info("trial %s: %s on %s, %s, %s", result.name, cfg.method.name, " -> ".join(cfg.tasks),
                  device, precision)
         if result.baseline is None and cfg.eval.before_training and not ckpt:

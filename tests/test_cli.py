@@ -43,21 +43,24 @@ def test_bad_config(tmp_path, body, fragments):
     assert not (tmp_path / "out").exists()
 
 
-def test_missing_data_file(tmp_path):
-    cfg = write_config(tmp_path, f"tasks: [e2enlg]\nmethod: lamol\ndata: {{dir: {tmp_path}}}\n")
-    res = cli("train", str(cfg), "--out", str(tmp_path / "out"))
+# word_kd: its teachers (trained in background processes by default) must not start either
+@pytest.mark.parametrize("method", ["lamol", "word_kd"])
+def test_missing_data_file(tmp_path, method):
+    cfg = write_config(tmp_path, f"tasks: [e2enlg]\nmethod: {method}\ndata: {{dir: {tmp_path}}}\n")
+    res = cli("train", str(cfg), "--out", str(tmp_path / "out"), "--teachers", str(tmp_path / "teachers"))
     one_line_error(res, "e2enlg_to_squad-train-v2.0.json", "no such file")
-    assert not (tmp_path / "out").exists()
+    assert not (tmp_path / "out").exists() and not (tmp_path / "teachers").exists()
 
 
-def test_malformed_data_file(tmp_path):
+@pytest.mark.parametrize("method", ["lamol", "word_kd"])
+def test_malformed_data_file(tmp_path, method):
     (tmp_path / "e2enlg_to_squad-train-v2.0.json").write_text(json.dumps(
         {"data": [{"paragraphs": [{"context": "c", "qas": [{"question": "q", "answers": "oops"}]}]}]}))
     (tmp_path / "e2enlg_to_squad-test-v2.0.json").write_text("{}")
-    cfg = write_config(tmp_path, f"tasks: [e2enlg]\nmethod: lamol\ndata: {{dir: {tmp_path}}}\n")
-    res = cli("train", str(cfg), "--out", str(tmp_path / "out"))
+    cfg = write_config(tmp_path, f"tasks: [e2enlg]\nmethod: {method}\ndata: {{dir: {tmp_path}}}\n")
+    res = cli("train", str(cfg), "--out", str(tmp_path / "out"), "--teachers", str(tmp_path / "teachers"))
     one_line_error(res, "e2enlg_to_squad-train-v2.0.json", "data[0].paragraphs[0].qas[0]", "'answers' must be a list")
-    assert not (tmp_path / "out").exists()
+    assert not (tmp_path / "out").exists() and not (tmp_path / "teachers").exists()
 
 
 def test_missing_config_file(tmp_path):
