@@ -13,6 +13,54 @@ import torch.nn.functional as F
 from .data.encoding import IGNORE
 
 
+# The (positions x vocabulary) work of the two token losses is done in row chunks of about this many
+# elements, and each loss's gradient with respect to the logits is formed in its forward pass: it is
+# a per-row direction (softmax - target) that backward only scales by the upstream gradient of each
+# row. Autograd then keeps one (positions x vocabulary) tensor per loss, in the logits' dtype (bf16 on
+# a GPU), where F.cross_entropy kept its fp32 log-softmax and the KL three fp32 tensors; the forward's
+# temporaries are one chunk's; nothing is computed twice.
+CHUNK_ELEMENTS = 1 << 26  # 256 MiB of fp32 per temporary; few enough chunks to keep launches few
+
+
+def _row_chunks(n_rows: int, width: int) -> list[slice]:
+    step = max(1, CHUNK_ELEMENTS // max(width, 1))
+    return [slice(a, min(a + step, n_rows)) for a in range(0, n_rows, step)]
+
+
+class _ScaledRows(torch.autograd.Function):
+    """values (N,) whose gradient with respect to the logits is scale * direction * the upstream
+    gradient of each row: the direction is computed with the values, in forward."""
+
+    @staticmethod
+    def forward(ctx, logits, values, direction, scale):
+        ctx.save_for_backward(direction)
+        ctx.scale = scale
+        return values
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        (direction,) = ctx.saved_tensors
+        return direction * (grad_out[:, None] * ctx.scale).to(direction.dtype), None, None, None
+
+
+def _nll_and_direction(logits, targets, w_row):
+    values = torch.empty(logits.shape[0], dtype=torch.float32, device=logits.device)
+    direction = torch.empty_like(logits)
+    with torch.no_grad():
+        for rows in _row_chunks(*logits.shape):
+            z = logits[rows].float()
+            lse = torch.logsumexp(z, -1, keepdim=True)
+            values[rows] = (lse.squeeze(1) - z.gather(1, targets[rows, None]).squeeze(1)) * w_row[rows]
+            # softmax - onehot(y), times the row's weight; written in place where the dtypes agree
+            p = direction[rows] if direction.dtype == torch.float32 else torch.empty_like(z)
+            torch.sub(z, lse, out=p).exp_()
+            p.scatter_add_(1, targets[rows, None], p.new_full((p.shape[0], 1), -1.0))
+            p.mul_(w_row[rows, None])
+            if p.data_ptr() != direction[rows].data_ptr():
+                direction[rows] = p
+    return values, direction
+
+
 def weighted_nll(logits: torch.Tensor, targets: torch.Tensor,
                  weight: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Per position: w_y * -log p(y) (0 where the target is IGNORE), and w_y (0 there too).
@@ -20,11 +68,14 @@ def weighted_nll(logits: torch.Tensor, targets: torch.Tensor,
     One pass over all of a batch's target positions. Losses over parts of them (QA and LM, current
     and pseudo rows) are masked means of these vectors, so no slice of the (positions x vocabulary)
     logits reaches autograd: each such slice would cost a zero-filled gradient of the full size.
+    Equal to F.cross_entropy(logits.float(), weight=weight, reduction="none") in value and gradient
+    (tested), computed in row chunks.
     """
-    nll = F.cross_entropy(logits.float(), targets, weight=weight, ignore_index=IGNORE, reduction="none")
     valid = targets != IGNORE
-    w = weight[targets.clamp(min=0)] * valid if weight is not None else valid.float()
-    return nll, w
+    safe = targets.clamp(min=0)
+    w = weight[safe] * valid if weight is not None else valid.float()
+    values, direction = _nll_and_direction(logits, safe, w)
+    return _ScaledRows.apply(logits, values, direction, 1.0), w
 
 
 def masked_mean(values: torch.Tensor, weights: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -44,6 +95,27 @@ def token_ce(logits: torch.Tensor, targets: torch.Tensor, weight: torch.Tensor |
     return masked_mean(*weighted_nll(logits, targets, weight), select)
 
 
+def _kl_and_direction(s, t, T, col):
+    """T² KL(softmax(t/T) || softmax(s/T)) per row and its gradient direction softmax(s/T) - q (times
+    T in backward), q the teacher's probabilities on student columns."""
+    values = torch.empty(s.shape[0], dtype=torch.float32, device=s.device)
+    direction = torch.empty_like(s)
+    with torch.no_grad():
+        for rows in _row_chunks(*s.shape):
+            log_ps = F.log_softmax(s[rows].float() / T, dim=-1)
+            log_pt = F.log_softmax(t[rows].float() / T, dim=-1)
+            pt = log_pt.exp()
+            mapped = log_ps.index_select(-1, col) if col is not None else log_ps
+            values[rows] = (pt * (log_pt - mapped)).sum(-1) * (T * T)
+            ps = log_ps.exp_()
+            if col is not None:
+                ps.index_add_(1, col, pt, alpha=-1.0)
+            else:
+                ps.sub_(pt)
+            direction[rows] = ps  # T is applied in backward
+    return values, direction
+
+
 def kl_each(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float,
             teacher_to_student: torch.Tensor | None = None) -> torch.Tensor:
     """KL(p_teacher || p_student) at temperature T at every position, times T² (Word-KD's summand).
@@ -51,16 +123,13 @@ def kl_each(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperat
     The teacher's vocabulary may be smaller than the student's: `teacher_to_student[k]` is the
     student column of teacher column k. Student columns no teacher column maps to (other tasks'
     tokens) get target probability 0; the reference instead repeated the teacher's last column, so
-    its target summed to more than 1.
+    its target summed to more than 1. The teacher gets no gradient; computed in row chunks, equal to
+    the unchunked formula in value and gradient (tested).
 
     student_logits: (N, Vs); teacher_logits: (N, Vt) -> (N,)
     """
-    T = temperature
-    log_ps = F.log_softmax(student_logits.float() / T, dim=-1)
-    if teacher_to_student is not None:
-        log_ps = log_ps.index_select(-1, teacher_to_student)
-    log_pt = F.log_softmax(teacher_logits.float() / T, dim=-1)
-    return (log_pt.exp() * (log_pt - log_ps)).sum(-1) * (T * T)
+    values, direction = _kl_and_direction(student_logits, teacher_logits, float(temperature), teacher_to_student)
+    return _ScaledRows.apply(student_logits, values, direction, float(temperature))
 
 
 def token_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, select: torch.Tensor,

@@ -2,7 +2,9 @@
 
 import math
 
+import pytest
 import torch
+import torch.nn.functional as F
 
 from l2kd.data.batching import collate
 from l2kd.data.encoding import IGNORE, SpecialIds, encode_train
@@ -69,3 +71,54 @@ def test_target_logits_equal_gpt2_full_logits():
                  encode_train([1], [4], [7], 11, ids, 32, "t")], ids.pad, with_lm=True)
     full = gpt2(b.inputs).logits.flatten(0, 1)[b.positions]
     assert torch.allclose(TargetLogits(gpt2)(b.inputs, b.positions), full, atol=1e-6)
+
+
+def _reference_kl(s, t, T, col):  # the unchunked formula, differentiated by autograd
+    log_ps = torch.log_softmax(s.float() / T, -1)
+    if col is not None:
+        log_ps = log_ps.index_select(-1, col)
+    log_pt = torch.log_softmax(t.float() / T, -1)
+    return (log_pt.exp() * (log_pt - log_ps)).sum(-1) * T * T
+
+
+@pytest.mark.parametrize("chunk_elements", [1 << 26, 40])  # one chunk; chunks of 3 rows (13 columns)
+def test_chunked_token_losses_equal_the_unchunked_ones_in_value_and_gradient(monkeypatch, chunk_elements):
+    from l2kd import losses
+
+    monkeypatch.setattr(losses, "CHUNK_ELEMENTS", chunk_elements)
+    g = torch.Generator().manual_seed(0)
+    n, vs, vt = 10, 13, 11
+    s = torch.randn(n, vs, generator=g, dtype=torch.float64) * 3
+    t = torch.randn(n, vt, generator=g, dtype=torch.float64) * 3
+    col = torch.tensor([0, 1, 2, 3, 4, 5, 6, 7, 8, 12, 10])  # the teacher's task column -> another one
+    targets = torch.randint(0, vs, (n,), generator=g)
+    targets[[2, 7]] = IGNORE
+    weight = torch.rand(vs, generator=g, dtype=torch.float64) + 0.5
+    up = torch.randn(n, generator=g, dtype=torch.float64)  # an upstream gradient per row
+
+    for c in (col, None):
+        tt = t if c is not None else torch.randn(n, vs, generator=g, dtype=torch.float64)
+        a, b = s.clone().requires_grad_(), s.clone().requires_grad_()
+        got, want = losses.kl_each(a, tt, 2.0, c), _reference_kl(b, tt, 2.0, c)
+        (got * up).sum().backward(), (want * up).sum().backward()
+        assert torch.allclose(got.double(), want.double(), rtol=1e-6, atol=1e-6)
+        assert torch.allclose(a.grad, b.grad, rtol=1e-5, atol=1e-6)
+
+    for w in (weight, None):
+        a, b = s.clone().requires_grad_(), s.clone().requires_grad_()
+        got, got_w = losses.weighted_nll(a, targets, w)
+        want = F.cross_entropy(b, targets, weight=w, ignore_index=IGNORE, reduction="none")
+        (got * up).sum().backward(), (want * up).sum().backward()
+        assert torch.allclose(got.double(), want, rtol=1e-6, atol=1e-6)
+        assert torch.allclose(a.grad, b.grad, rtol=1e-5, atol=1e-6)
+        assert got[2] == 0 and a.grad[[2, 7]].abs().max() == 0 and got_w[7] == 0
+
+
+def test_chunked_losses_keep_the_logits_dtype_for_their_gradient():
+    s = torch.randn(6, 9, dtype=torch.bfloat16, requires_grad=True)
+    t = torch.randn(6, 9, dtype=torch.bfloat16)
+    targets = torch.tensor([1, 2, IGNORE, 4, 5, 6])
+    from l2kd.losses import kl_each, weighted_nll
+
+    (kl_each(s, t, 2.0).sum() + weighted_nll(s, targets)[0].sum()).backward()
+    assert s.grad.dtype == torch.bfloat16 and torch.isfinite(s.grad.float()).all()
