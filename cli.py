@@ -139,7 +139,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         teachers, start_teachers = {}, None
         if make_method(cfg.method).teachers_needed(cfg):
             teachers = stack.enter_context(TrialTeachers(TeacherStore(Path(args.teachers)), cfg,
-                                                         max(0, args.teacher_workers), progress))
+                                                         args.teacher_workers, progress))
             start_teachers = teachers.start  # once the trial has checked its inputs
         result = run_trial(cfg, workdir, teachers=teachers, on_event=progress, resume=not args.fresh,
                            on_checked=start_teachers)
@@ -505,6 +505,17 @@ def cmd_ls(args: argparse.Namespace) -> int:
     return 0
 
 
+def _count(text: str) -> int:
+    """An argparse type: a whole number, 0 or more."""
+    try:
+        n = int(text)
+    except ValueError:
+        n = -1
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number, 0 or more, got {text!r}")
+    return n
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cli.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="log library messages to the console")
@@ -521,7 +532,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--teachers", default="runs/teachers", metavar="DIR",
                    help="where L2KD teachers are kept: reused when present, trained when not "
                    "(default: runs/teachers)")
-    p.add_argument("--teacher-workers", type=int, default=0, metavar="N",
+    p.add_argument("--teacher-workers", type=_count, default=0, metavar="N",
                    help="train missing teachers N at a time in background processes while the trial "
                    "runs, which waits only for the teacher its next stage needs; pays where one "
                    "process leaves the device idle (see `bench --packing`), not on a CPU that one "

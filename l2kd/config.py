@@ -87,6 +87,15 @@ class ModelConfig(Strict):
         return dict(MODEL_PRESETS[self.config]) if isinstance(self.config, str) else dict(self.config)
 
 
+def drop_unset_later_settings(training: dict[str, Any]) -> dict[str, Any]:
+    """A trial's or a teacher's identity (its hash, its key) leaves out settings added after such
+    identities were first stored while they are at their default, so stored trials and teachers keep
+    their keys: `compile` (compiled blocks draw other dropout masks, so when on it is part of it)."""
+    if not training.get("compile"):
+        training.pop("compile", None)
+    return training
+
+
 class TrainingConfig(Strict):
     epochs: int = Field(9, ge=1, description="epochs per task (L2KD: 9; LAMOL's default was 3)")
     lr: float = Field(6.25e-5, gt=0, description="peak AdamW learning rate")

@@ -52,11 +52,12 @@ def _nll_and_direction(logits, targets, w_row):
             lse = torch.logsumexp(z, -1, keepdim=True)
             values[rows] = (lse.squeeze(1) - z.gather(1, targets[rows, None]).squeeze(1)) * w_row[rows]
             # softmax - onehot(y), times the row's weight; written in place where the dtypes agree
-            p = direction[rows] if direction.dtype == torch.float32 else torch.empty_like(z)
+            in_place = direction.dtype == torch.float32
+            p = direction[rows] if in_place else torch.empty_like(z)
             torch.sub(z, lse, out=p).exp_()
             p.scatter_add_(1, targets[rows, None], p.new_full((p.shape[0], 1), -1.0))
             p.mul_(w_row[rows, None])
-            if p.data_ptr() != direction[rows].data_ptr():
+            if not in_place:
                 direction[rows] = p
     return values, direction
 

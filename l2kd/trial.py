@@ -19,7 +19,7 @@ import torch
 import yaml
 
 from .checkpoint import Checkpoint, latest_checkpoint, read_checkpoint, save_checkpoint
-from .config import TrainingConfig, TrialConfig
+from .config import TrainingConfig, TrialConfig, drop_unset_later_settings
 from .context import TrialContext
 from .data import load_split
 from .data.batching import collate, plan_epoch  # noqa: F401  (plan_epoch: re-exported)
@@ -62,10 +62,7 @@ def config_hash(cfg: TrialConfig) -> str:
     d = cfg.to_dict()
     d.pop("name", None)
     d["training"].pop("log_every", None)
-    # compiled blocks draw other dropout masks, so `compile` is part of a trial's identity; left out
-    # when off (its default) so trials started before the setting existed keep their hash
-    if not d["training"].get("compile"):
-        d["training"].pop("compile", None)
+    drop_unset_later_settings(d["training"])
     return stable_hash(d)
 
 
@@ -187,12 +184,13 @@ def run_trial(cfg: TrialConfig, workdir: str | Path, *, teachers: Mapping[str, A
     (`cli.py train` starts the teachers there, so a bad input trains none)."""
     workdir = Path(workdir)
     emit = on_event or (lambda *a, **k: None)
+    teachers = {} if teachers is None else teachers  # not `or {}`: an empty mapping may still be filling
     device, precision, amp_dtype = resolve_device(cfg.training)
     if cfg.training.threads:
         torch.set_num_threads(cfg.training.threads)
     method = make_method(cfg.method)
     stages = method.stages(cfg.tasks)
-    missing = [t for t in method.teachers_needed(cfg) if t not in (teachers if teachers is not None else {})]
+    missing = [t for t in method.teachers_needed(cfg) if t not in teachers]
     if missing:
         raise ArtifactError(f"method {cfg.method.name}: no teacher for {', '.join(missing)}; "
                             "train teachers first (cli.py train does so itself)")
@@ -218,7 +216,7 @@ def run_trial(cfg: TrialConfig, workdir: str | Path, *, teachers: Mapping[str, A
         model.to(device)
         ctx = TrialContext(cfg=cfg, tokenizer=tokenizer, device=device, amp_dtype=amp_dtype,
                            max_len=n_positions(model), train=train, test=test,
-                           teachers=teachers if teachers is not None else {}, emit=emit, model=model)
+                           teachers=teachers, emit=emit, model=model)
         log.info("trial %s: %s on %s, %s, %s", result.name, cfg.method.name, " -> ".join(cfg.tasks),
                  device, precision)
         if result.baseline is None and cfg.eval.before_training and not ckpt:

@@ -119,11 +119,9 @@ class TrialTeachers(Mapping):
             raise KeyError(task)
         if not self._done[task].is_set():
             self._emit("teacher_wait", task=task)
-            t0 = time.perf_counter()
             while not self._done[task].wait(0.5):
                 if not self._thread.is_alive() and not self._done[task].is_set():  # not started, or stopped
                     raise ArtifactError(f"the teacher of {task} is not being trained (start() first)")
-            self._emit("teacher_waited", task=task, seconds=time.perf_counter() - t0)
         if task in self._errors:
             raise self._errors[task]
         return self._paths[task]
@@ -184,12 +182,11 @@ class TrialTeachers(Mapping):
                     self._emit("teacher", task=task, path=folder, background=True)
                 for conn in wait(list(running), timeout=0.5):
                     task, proc, output, t0 = running.pop(conn)
+                    proc.join()  # it has said its outcome (kept in the pipe) or died
                     try:
                         outcome = conn.recv()
                     except EOFError:  # killed, or died before it could say
-                        proc.join()
                         outcome = ("error", "exit", f"the process ended with code {proc.exitcode}")
-                    proc.join()
                     if outcome[0] == "ok":
                         self._paths[task] = Path(outcome[1])
                         self._emit("teacher_ready", task=task, path=self._paths[task],
