@@ -10,8 +10,11 @@ Mixed precision uses DeepSpeed's `torch_autocast` mode: the module keeps fp32 we
 copy) and the forward pass runs under autocast, so nothing is lost when a task ends and the next
 task's engine is built from the same weights.
 
-Two of DeepSpeed's per-step chores are done another way where they cost without doing anything
-(measured on an H100, the step there is bound by the host's kernel launches, see the README):
+Three of DeepSpeed's per-step chores are turned off or done another way where they cost without
+doing anything (measured on an H100, the step there is bound by the host's kernel launches, see the
+README):
+- its throughput timer, on unless configured off, synchronises the device twice in every step (see
+  `ds_config`); we report speed ourselves.
 - at ZeRO stage 0 we clip the gradients ourselves, with PyTorch's foreach norm (a few kernels).
   DeepSpeed's `clip_grad_norm_` loops over the parameters (two kernels each) and builds two
   one-element tensors from Python floats, each a blocking host-to-device copy: two waits on the GPU
@@ -76,6 +79,10 @@ def ds_config(training: TrainingConfig, precision: str) -> dict:
         "zero_optimization": {"stage": training.zero_stage},
         "steps_per_print": 10**9,
         "wall_clock_breakdown": False,
+        # DeepSpeed's throughput timer is on by default and synchronises the whole device when a
+        # forward starts and when a step ends (from the third step on, when no dataloader is given):
+        # the host cannot queue the next step while the GPU finishes this one. We time steps ourselves.
+        "timers": {"throughput": {"enabled": False}},
     }
     if precision in ("bf16", "fp16"):
         cfg["torch_autocast"] = {"enabled": True,

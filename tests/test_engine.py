@@ -37,6 +37,26 @@ def test_deepspeed_steps_reduce_the_loss_on_cpu(zero, precision):
     engine.close()
 
 
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_a_step_never_synchronises_the_device(monkeypatch, precision):
+    """DeepSpeed's throughput timer (on by default) synchronised the whole device twice in every step
+    from the third on. On a CPU the accelerator's synchronize does nothing, but it is still called:
+    counting the calls checks here what makes a GPU step wait."""
+    from deepspeed.accelerator import get_accelerator
+
+    accelerator = type(get_accelerator())
+    waits = []
+    real = accelerator.synchronize
+    monkeypatch.setattr(accelerator, "synchronize", lambda self, *a, **k: waits.append(1) or real(self, *a, **k))
+    engine = Engine(model(), TrainingConfig(lr=1e-2), precision, CPU)
+    x = torch.randint(1, 50, (2, 8), generator=torch.Generator().manual_seed(1))
+    for _ in range(5):
+        engine.backward(token_ce(engine.logits(x[:, :-1], torch.arange(14)), x[:, 1:].flatten()))
+        engine.step(1e-2)
+    assert waits == []
+    engine.close()
+
+
 def test_ds_config_from_training_settings():
     cfg = ds_config(TrainingConfig(zero_stage=2, max_grad_norm=0.5), "bf16")
     assert cfg["zero_optimization"]["stage"] == 2 and cfg["gradient_clipping"] == 0.5
