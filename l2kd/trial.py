@@ -123,6 +123,9 @@ def train_stage(ctx: TrialContext, method: Method, engine: Engine, rows: list[Tr
             batch = batch.to(ctx.device)
             logits = forward(engine, batch, t.fused_qa_lm)
             terms = method.loss_terms(ctx, batch, logits)
+            # the losses keep what backward needs (one direction each): the (positions x vocabulary)
+            # logits need not stay alive through backward and the method's after_backward
+            del logits
             loss = sum(terms.values())
             engine.backward(loss)
             method.after_backward(ctx)
