@@ -105,11 +105,18 @@ def _decode_batch(model, prompts, limits, eos, pad, s, device, amp_dtype, genera
     ids, mask = ids.to(device), mask.to(device)
     padded = any(len(p) < L for p in prompts)
     pos = (mask.cumsum(-1) - 1).clamp(min=0)
+    # One autocast region for the whole batch: autocast keeps the casts of a trained model's weights
+    # for as long as its region lasts, so a region per token cast every weight again at every token.
     with amp(device, amp_dtype):
-        # Only the last position's logits are read: without logits_to_keep the prompt pass would
-        # materialise batch x prompt x 50k-vocabulary floats (GBs on a GPU batch) to keep one row each.
-        res = model(ids, attention_mask=mask if padded else None, position_ids=pos, use_cache=True,
-                    logits_to_keep=1)
+        return _generate(model, ids, mask, pos, padded, limits, eos, s, device, generator, stats)
+
+
+def _generate(model, ids, mask, pos, padded, limits, eos, s, device, generator, stats):
+    B = ids.shape[0]
+    # Only the last position's logits are read: without logits_to_keep the prompt pass would
+    # materialise batch x prompt x 50k-vocabulary floats (GBs on a GPU batch) to keep one row each.
+    res = model(ids, attention_mask=mask if padded else None, position_ids=pos, use_cache=True,
+                logits_to_keep=1)
     cache, logits = res.past_key_values, res.logits[:, -1]
     next_pos = pos[:, -1] + 1
     alive = list(range(B))  # batch rows still generating, in cache order
@@ -132,9 +139,8 @@ def _decode_batch(model, prompts, limits, eos, pad, s, device, amp_dtype, genera
             tokens, mask, next_pos = tokens[idx], mask[idx], next_pos[idx]
             alive = [alive[k] for k in keep]
         mask = torch.cat([mask, mask.new_ones((len(alive), 1))], dim=1)
-        with amp(device, amp_dtype):
-            res = model(tokens[:, None], attention_mask=mask if padded else None,
-                        position_ids=next_pos[:, None], past_key_values=cache, use_cache=True)
+        res = model(tokens[:, None], attention_mask=mask if padded else None,
+                    position_ids=next_pos[:, None], past_key_values=cache, use_cache=True)
         cache, logits = res.past_key_values, res.logits[:, -1]
         next_pos = next_pos + 1
         calls += 1
