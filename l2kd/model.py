@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from transformers import GPT2Config, GPT2LMHeadModel
+from transformers.pytorch_utils import Conv1D
 from transformers.utils import logging as hf_logging
 
 from .conditioning import conditioned, install, spec_from_config
@@ -148,22 +149,31 @@ def hidden_states(gpt2: GPT2LMHeadModel, input_ids: torch.Tensor,
 HEAD_ALIGN = 64  # GEMM dimensions a multiple of this run on the GPU's fast tensor-core kernels
 
 
-def head_logits(gpt2: GPT2LMHeadModel, hidden: torch.Tensor, align: int | None = None) -> torch.Tensor:
+def padded_head_weight(weight: torch.Tensor, align: int | None = None) -> torch.Tensor:
+    """The LM head's weight with zero rows up to a multiple of `align` (default: HEAD_ALIGN on a GPU,
+    none on a CPU); the weight itself where nothing is missing."""
+    if align is None:
+        align = HEAD_ALIGN if weight.is_cuda else 1
+    pad = -weight.shape[0] % align
+    return F.pad(weight, (0, 0, 0, pad)) if pad else weight
+
+
+def head_logits(gpt2: GPT2LMHeadModel, hidden: torch.Tensor, align: int | None = None,
+                weight: torch.Tensor | None = None) -> torch.Tensor:
     """GPT-2's LM head over `hidden` (N, d), with the vocabulary padded to a multiple of `align`
-    for the matrix product (default: HEAD_ALIGN on a GPU, none on a CPU) and cut back after it.
+    for the matrix product (see `padded_head_weight`) and cut back after it; `weight`: the head's
+    weight already padded (and cast), as a frozen model keeps it.
 
     GPT-2's 50,257 words plus LAMOL's tokens are no multiple of 8: on an H100 the head's three
     products (logits and both gradients) then ran on sm75 CUTLASS kernels at about 100 TFLOP/s,
     20 ms of a 106 ms step. Padding the weight is a 77 MB copy; the logits are a view of the padded
     product with exactly the unpadded values, and the padding's gradient is dropped.
     """
-    weight = gpt2.lm_head.weight
-    if align is None:
-        align = HEAD_ALIGN if hidden.is_cuda else 1
-    pad = -weight.shape[0] % align
-    if pad == 0:
-        return gpt2.lm_head(hidden)
-    return F.linear(hidden, F.pad(weight, (0, 0, 0, pad)))[:, : weight.shape[0]]
+    vocab = gpt2.lm_head.weight.shape[0]
+    if weight is None:
+        weight = padded_head_weight(gpt2.lm_head.weight, align)
+    logits = F.linear(hidden, weight)
+    return logits if logits.shape[1] == vocab else logits[:, :vocab]
 
 
 class TargetLogits(torch.nn.Module):
@@ -180,10 +190,36 @@ class TargetLogits(torch.nn.Module):
         super().__init__()
         self.gpt2 = gpt2
         self.compile_blocks = compile_blocks and spec_from_config(gpt2.config) is None
+        self.head_weight: torch.Tensor | None = None  # a frozen model's head, padded and cast once
+
+    @classmethod
+    def frozen(cls, gpt2: GPT2LMHeadModel, amp_dtype: torch.dtype | None = None,
+               compile_blocks: bool = False) -> "TargetLogits":
+        """A GPT-2 (on its device) that only runs forward from now on, a Word-KD teacher: eval mode,
+        no gradients, and the weights of its matrix products kept as the forward uses them.
+
+        Autocast keeps the cast of a weight only for a parameter that requires grad, so a frozen fp32
+        model under autocast was cast whole again at every call: about a hundred casts and 0.75 GB of
+        memory traffic per GPT-2-small forward, in every Word-KD step. With `amp_dtype` the blocks'
+        Conv1D weights and biases are stored in it: the products see exactly the values autocast gave
+        them, and LayerNorms and embeddings, which autocast runs in fp32, stay fp32. The LM head
+        (tied to the fp32 embeddings) is kept padded and cast once beside them.
+        """
+        gpt2.eval().requires_grad_(False)
+        head = cls(gpt2, compile_blocks)
+        weight = gpt2.lm_head.weight.detach()
+        if amp_dtype is not None:
+            for module in gpt2.transformer.h.modules():
+                if isinstance(module, Conv1D):
+                    module.to(amp_dtype)
+            weight = weight.to(amp_dtype)
+        head.head_weight = padded_head_weight(weight)
+        return head
 
     def forward(self, input_ids: torch.Tensor, positions: torch.Tensor,
                 task_ids: torch.Tensor | None = None) -> torch.Tensor:
         """`task_ids` (one per input row) only for a task-conditioned GPT-2 (multitask_ca)."""
         with conditioned(self.gpt2, task_ids):
             hidden = hidden_states(self.gpt2, input_ids, self.compile_blocks)
-        return head_logits(self.gpt2, hidden.flatten(0, 1).index_select(0, positions))
+        return head_logits(self.gpt2, hidden.flatten(0, 1).index_select(0, positions),
+                           weight=self.head_weight)

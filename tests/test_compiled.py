@@ -87,3 +87,33 @@ def test_padded_head_gives_the_heads_values_and_gradients():
     torch.testing.assert_close(hidden2.grad, hidden.grad)
     torch.testing.assert_close(b.lm_head.weight.grad, a.lm_head.weight.grad)
     assert head_logits(b, hidden2).is_contiguous()  # on a CPU: no padding unless asked
+
+
+def weight_casts(fn) -> list[tuple]:
+    """The input shapes of every dtype conversion `fn` runs."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+        fn()
+    return [tuple(e.input_shapes[0]) for e in prof.events() if e.name == "aten::_to_copy"]
+
+
+def test_a_frozen_model_gives_autocasts_values_without_casting_its_weights_each_call():
+    """A Word-KD teacher runs forward only, under autocast, in every step. Autocast keeps the casts
+    of parameters that require grad only, so a frozen fp32 teacher was cast whole at every call;
+    `TargetLogits.frozen` keeps its products' weights cast, with the very same logits."""
+    x = torch.randint(1, 53, (3, 11), generator=torch.Generator().manual_seed(1))
+    positions = torch.tensor([0, 4, 12, 20, 32])
+    plain = TargetLogits(gpt2(vocab=53).eval().requires_grad_(False))
+    frozen = TargetLogits.frozen(gpt2(vocab=53), torch.bfloat16)
+    assert not any(p.requires_grad for p in frozen.parameters()) and not frozen.gpt2.training
+    with torch.no_grad(), torch.autocast("cpu", torch.bfloat16):
+        expected = plain(x, positions)
+        assert torch.equal(frozen(x, positions), expected)
+        weight_shapes = {tuple(p.shape) for p in plain.parameters() if p.dim() == 2}
+        assert weight_shapes & set(weight_casts(lambda: plain(x, positions)))  # the check can fail
+        assert not weight_shapes & set(weight_casts(lambda: frozen(x, positions)))
+    # without autocast nothing is cast, and the values are the plain model's
+    fp32 = TargetLogits.frozen(gpt2(vocab=53), None)
+    with torch.no_grad():
+        assert torch.equal(fp32(x, positions), TargetLogits(gpt2(vocab=53).eval())(x, positions))

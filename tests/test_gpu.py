@@ -24,7 +24,7 @@ def test_a_training_step_never_waits_on_the_gpu(compile_blocks):
     s = setup(**{"training.compile": compile_blocks})
     opts = BenchOptions(steps=2, warmup=2)
     plain, _ = fast_path(s, s.plan("tokens", 4), s.precision, opts)
-    teacher = TargetLogits(s.fresh_model().eval().requires_grad_(False), compile_blocks)
+    teacher = TargetLogits.frozen(s.fresh_model(), s.amp, compile_blocks)
     with_kd, _ = fast_path(s, s.plan("tokens", 4), s.precision, opts, teacher=teacher)
     assert plain.syncs_per_step == 0, plain.sync_sites
     assert with_kd.syncs_per_step == 0, with_kd.sync_sites

@@ -405,9 +405,7 @@ def run_bench(cfg: TrialConfig, opts: BenchOptions = BenchOptions(),
     emit("bench", part="faithfulness")
     r.faithfulness = faithfulness(s, s.plan("paper", 4, seed=1))
     emit("bench", part="Word-KD teacher cost")
-    teacher = TargetLogits(s.fresh_model().eval(), cfg.training.compile)
-    for p in teacher.parameters():
-        p.requires_grad_(False)
+    teacher = TargetLogits.frozen(s.fresh_model(), s.amp, cfg.training.compile)
     with_teacher, _ = fast_path(s, s.plan("tokens", n), s.precision, opts, teacher=teacher)
     r.kd_step_ratio = r.train["fast"].steps_per_s / with_teacher.steps_per_s
     emit("bench", part="generation")

@@ -65,16 +65,14 @@ def teacher_folder(source: TeacherSource) -> Path:
     return source.path if isinstance(source, PackedCheckpoint) else Path(source)
 
 
-def load_teacher(source: TeacherSource, device: torch.device,
+def load_teacher(source: TeacherSource, device: torch.device, amp_dtype: torch.dtype | None = None,
                  compile_blocks: bool = False) -> tuple[TargetLogits, Tokenizer]:
-    """The teacher as a frozen eval-mode module on `device`, with its tokenizer."""
+    """The teacher as a frozen eval-mode module on `device`, its weights kept for autocast to
+    `amp_dtype` (see TargetLogits.frozen), with its tokenizer."""
     ckpt = source if isinstance(source, PackedCheckpoint) else latest_checkpoint(Path(source))
     if ckpt is None or not ckpt.complete:
         raise ArtifactError(f"{teacher_folder(source)}: no finished teacher here")
-    model = ckpt.model().to(device).eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
-    return TargetLogits(model, compile_blocks), ckpt.tokenizer()
+    return TargetLogits.frozen(ckpt.model().to(device), amp_dtype, compile_blocks), ckpt.tokenizer()
 
 
 def distil_file(teacher_dir: Path, mode: str) -> Path:
@@ -85,7 +83,7 @@ def decode_teacher_answers(source: TeacherSource, examples: list[Example], mode:
                            device: torch.device, amp_dtype, seed: int,
                            settings: DecodeSettings) -> list[Example]:
     """The teacher's answers to the training questions (the reference's --test_training_set)."""
-    head, tok = load_teacher(source, device)
+    head, tok = load_teacher(source, device, amp_dtype)
     model = head.gpt2
     ids = tok.ids
     max_len = int(model.config.n_positions)
@@ -134,7 +132,7 @@ class _WordKD:
     def begin_training(self, ctx: TrialContext, tasks: tuple[str, ...]) -> None:
         (task,) = tasks
         source = ctx.teachers[task]
-        self.teacher, t_tok = load_teacher(source, ctx.device, ctx.cfg.training.compile)
+        self.teacher, t_tok = load_teacher(source, ctx.device, ctx.amp_dtype, ctx.cfg.training.compile)
         s_tok = ctx.tokenizer
         if t_tok.base_fingerprint() != s_tok.base_fingerprint():
             raise ArtifactError(f"{teacher_folder(source)}: the teacher's vocabulary differs from the student's")
