@@ -49,7 +49,10 @@ def pick_next(logits: torch.Tensor, s: DecodeSettings, generator: torch.Generato
     k = min(s.top_k, logits.shape[-1])
     top, idx = logits.topk(k, dim=-1)
     probs = torch.softmax(top, dim=-1)
-    choice = torch.multinomial(probs, 1, generator=generator)
+    # torch.multinomial's one-sample draw, step for step (argmax of p / q, q ~ Exp(1): the same
+    # samples from the same generator state) without its two validity checks, each a read of a value
+    # that makes the host wait for the GPU at every token; a softmax is always a valid distribution.
+    choice = (probs / torch.empty_like(probs).exponential_(1, generator=generator)).argmax(-1, keepdim=True)
     return idx.gather(-1, choice).squeeze(-1)
 
 

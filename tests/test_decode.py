@@ -59,6 +59,21 @@ def test_top_k_sampling_is_seeded():
     assert run(3) == run(3) and run(3) != run(4)
 
 
+def test_top_k_draws_are_torch_multinomials_draws():
+    """The sampler draws as torch.multinomial(probs, 1) does (the reference's call), minus its checks
+    that read values back from a GPU: the same tokens from the same generator state, leaving it alike."""
+    from l2kd.decode import pick_next
+
+    logits = torch.randn(32, 60, generator=torch.Generator().manual_seed(0))
+    s = DecodeSettings("top_k", top_k=7, temperature=0.9)
+    for seed in range(5):
+        ours, theirs = torch.Generator().manual_seed(seed), torch.Generator().manual_seed(seed)
+        top, idx = (logits / 0.9).topk(7, dim=-1)
+        expected = idx.gather(-1, torch.multinomial(torch.softmax(top, -1), 1, generator=theirs)).squeeze(-1)
+        assert torch.equal(pick_next(logits, s, ours), expected)
+        assert torch.equal(ours.get_state(), theirs.get_state())
+
+
 def test_pseudo_counts_follow_lamol():
     # WOZ -> CNN -> WikiSQL with the paper's sizes: 1,321 then 652 + 652
     assert pseudo_counts(6604, ["woz.en"], 0.2) == {"woz.en": 1321}
