@@ -9,7 +9,7 @@ import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from l2kd.bench import BenchOptions, run_bench
-from l2kd.bench.flops import block_params, peak_tflops, step_flops
+from l2kd.bench.flops import block_params, peak_for_name, peak_tflops, step_flops
 from l2kd.trialconfig import trial_config
 
 from conftest import REPO, tiny_trial
@@ -21,6 +21,16 @@ def test_model_flops_by_hand():
     assert n == 2 * (2 * 8 + 8 * 24 + 24 + 8 * 8 + 8 + 2 * 8 + 8 * 32 + 32 + 32 * 8 + 8)  # ln, attn, ln, mlp
     # two rows of 3 and 5 tokens, 4 positions read by a loss
     assert step_flops(m, [3, 5], 4) == 6 * n * 8 + 12 * 2 * 8 * (9 + 25) + 6 * 8 * 10 * 4
+
+
+def test_peaks_by_cuda_device_name():
+    assert peak_for_name("NVIDIA H100 80GB HBM3", "bf16") == 989.4  # SXM
+    assert peak_for_name("NVIDIA H100 PCIe", "bf16") == 756.0  # not the SXM part's peak
+    assert peak_for_name("NVIDIA H100 NVL", "bf16") == 835.5
+    assert peak_for_name("NVIDIA H200", "bf16") == 989.4
+    assert peak_for_name("NVIDIA A100-SXM4-80GB", "fp32") == 19.5
+    assert peak_for_name("NVIDIA A10", "bf16") == 125.0 and peak_for_name("NVIDIA L40S", "bf16") == 362.0
+    assert peak_for_name("NVIDIA GeForce RTX 4090", "bf16") is None
 
 
 def test_peaks_are_known_for_gpus_only_and_can_be_given():

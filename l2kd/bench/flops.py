@@ -20,11 +20,14 @@ import re
 import torch
 
 # Dense peak TFLOP/s (no sparsity) by device name fragment, for the precision a step runs in. Data
-# sheets: NVIDIA H100/H200 SXM (bf16 989.4, fp32 66.9), A100 (312 / 19.5), L40S (362 / 91.6),
-# L4 (121 / 30.3), A10 (125 / 31.2), V100 (fp16 125 / 15.7), T4 (fp16 65 / 8.1). fp32 means
-# plain fp32 matmuls (PyTorch's default; TF32 is off unless a user turns it on).
+# sheets: NVIDIA H100/H200 SXM (bf16 989.4, fp32 66.9), H100 PCIe (756 / 51.2), H100 NVL (835.5 /
+# 60), A100 (312 / 19.5), L40S (362 / 91.6), L4 (121 / 30.3), A10 (125 / 31.2), V100 (fp16 125 /
+# 15.7), T4 (fp16 65 / 8.1). fp32 means plain fp32 matmuls (PyTorch's default; TF32 is off unless a
+# user turns it on).
 PEAK_TFLOPS: dict[str, dict[str, float]] = {
     "H200": {"bf16": 989.4, "fp16": 989.4, "fp32": 66.9},
+    "H100 PCIe": {"bf16": 756.0, "fp16": 756.0, "fp32": 51.2},  # before "H100": the first match counts
+    "H100 NVL": {"bf16": 835.5, "fp16": 835.5, "fp32": 60.0},
     "H100": {"bf16": 989.4, "fp16": 989.4, "fp32": 66.9},
     "A100": {"bf16": 312.0, "fp16": 312.0, "fp32": 19.5},
     "L40S": {"bf16": 362.0, "fp16": 362.0, "fp32": 91.6},
@@ -49,8 +52,13 @@ def peak_tflops(device: torch.device, precision: str, override: float | None = N
         return override
     if device.type != "cuda":
         return None
-    name = device_name(device)
-    for fragment, peaks in PEAK_TFLOPS.items():  # whole words: "A10" is not "A100", "L4" not "L40S"
+    return peak_for_name(device_name(device), precision)
+
+
+def peak_for_name(name: str, precision: str) -> float | None:
+    """The dense peak of the GPU called `name` (as CUDA names it) for `precision`; None if unknown."""
+    for fragment, peaks in PEAK_TFLOPS.items():  # whole words: "A10" is not "A100", "L4" not "L40S";
+        # the first match counts, so a variant ("H100 PCIe") is listed before its family ("H100")
         if re.search(rf"\b{fragment}\b", name):
             return peaks.get(precision)
     return None

@@ -30,6 +30,12 @@ class ReferenceBatch:
     n_targets: int  # positions a loss reads
 
 
+def row_lengths(rows, with_lm: bool) -> list[int]:
+    """The real length of every input row a step's forward reads (QA rows, then LM rows), for FLOPs.
+    Counted from the rows: inside a row, __pad__ also separates several answers."""
+    return [len(r.cqa) for r in rows] + ([len(r.gen_X) for r in rows] if with_lm else [])
+
+
 def reference_batch(rows: list[TrainRow], pad: int, with_lm: bool, device: torch.device) -> ReferenceBatch:
     """As the reference's collate: everything padded to the longest cqa (+1 for the LM pass)."""
     width = max(len(r.cqa) for r in rows)
@@ -43,7 +49,7 @@ def reference_batch(rows: list[TrainRow], pad: int, with_lm: bool, device: torch
         Y[b, :len(r.Y)] = torch.tensor(r.Y)
         gen_X[b, :len(r.gen_X)] = torch.tensor(r.gen_X)
         gen_Y[b, :len(r.gen_Y)] = torch.tensor(r.gen_Y)
-    lengths = [len(r.cqa) for r in rows] + ([len(r.gen_X) for r in rows] if with_lm else [])
+    lengths = row_lengths(rows, with_lm)
     n_targets = int((Y != IGNORE).sum()) + (int((gen_Y != IGNORE).sum()) if with_lm else 0)
     return ReferenceBatch(cqa.to(device), Y.to(device), gen_X.to(device), gen_Y.to(device),
                           sum(lengths), lengths, n_targets)

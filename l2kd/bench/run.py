@@ -41,7 +41,7 @@ from ..model import TargetLogits, build_model, n_positions
 from ..tokenizer import Tokenizer
 from ..trial import forward, resolve_device
 from .flops import device_name, peak_tflops, step_flops
-from .reference import ReferenceStep, reference_batch
+from .reference import ReferenceStep, reference_batch, row_lengths
 
 log = logging.getLogger(__name__)
 
@@ -248,7 +248,8 @@ def fast_path(s: _Setup, plan: list[np.ndarray], precision: str, opts: BenchOpti
         before_timing()
     _, dt = _timed(s.device, lambda: [step(b) for b in timed])
     engine.close()
-    figures = _figures(s, batches[opts.warmup:], dt, precision, opts)
+    timed_rows = [[s.rows[i] for i in idx] for idx in plan[opts.warmup:]]
+    figures = _figures(s, timed, timed_rows, dt, precision, opts)
     figures.warmup_s = warmup_s
     if syncs is not None:
         figures.syncs_per_step, figures.sync_sites = float(syncs[0]), syncs[1]
@@ -272,12 +273,10 @@ def reference_path(s: _Setup, plan: list[np.ndarray], opts: BenchOptions) -> Pat
                        flops / dt / (peak * 1e12) if peak else None, flops / dt / 1e12)
 
 
-def _figures(s: _Setup, batches, dt: float, precision: str, opts: BenchOptions) -> PathFigures:
+def _figures(s: _Setup, batches, rows, dt: float, precision: str, opts: BenchOptions) -> PathFigures:
+    """Figures of timed `batches`, made of `rows` (one list of TrainRows each), that took `dt` s."""
     n_tok = sum(b.n_tokens for b in batches)
-    flops = 0.0
-    for b in batches:
-        lengths = (b.inputs != s.tok.ids.pad).sum(1).tolist()  # rows are right-padded
-        flops += step_flops(s.model, [n for n in lengths if n], len(b.positions))
+    flops = sum(step_flops(s.model, row_lengths(r, s.with_lm), len(b.positions)) for b, r in zip(batches, rows))
     peak = peak_tflops(s.device, precision, opts.peak_tflops)
     return PathFigures(n_tok / dt, len(batches) / dt, statistics.fmean(b.n_examples for b in batches),
                        flops / dt / (peak * 1e12) if peak else None, flops / dt / 1e12)
