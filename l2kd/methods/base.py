@@ -122,7 +122,13 @@ class QALMMethod(Method):
         return not self.qa_only
 
     def _weights(self, ctx: TrialContext, vocab: int) -> torch.Tensor:
-        return ans_weighted(vocab, ctx.tokenizer.ids.ans, self.p.ans_weight, ctx.device)
+        """The class weights over the vocabulary: made once per vocabulary size and device, not in
+        every step (each making is a few kernel launches on a launch-bound GPU step)."""
+        key = (vocab, ctx.tokenizer.ids.ans, ctx.device)
+        cached = getattr(self, "_weight_cache", None)
+        if cached is None or cached[0] != key:
+            self._weight_cache = (key, ans_weighted(vocab, ctx.tokenizer.ids.ans, self.p.ans_weight, ctx.device))
+        return self._weight_cache[1]
 
     def loss_terms(self, ctx, batch, logits):
         nll, w = weighted_nll(logits, batch.targets, self._weights(ctx, logits.shape[-1]))
