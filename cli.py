@@ -30,7 +30,7 @@ from rich.markup import escape  # noqa: E402
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from l2kd.errors import UserError  # noqa: E402
+from l2kd.errors import ConfigError, UserError  # noqa: E402
 
 console = Console(stderr=True)
 out = Console()
@@ -141,8 +141,11 @@ def cmd_train(args: argparse.Namespace) -> int:
             teachers = stack.enter_context(TrialTeachers(TeacherStore(Path(args.teachers)), cfg,
                                                          args.teacher_workers, progress))
             start_teachers = teachers.start  # once the trial has checked its inputs
-        result = run_trial(cfg, workdir, teachers=teachers, on_event=progress, resume=not args.fresh,
-                           on_checked=start_teachers)
+        try:
+            result = run_trial(cfg, workdir, teachers=teachers, on_event=progress, resume=not args.fresh,
+                               on_checked=start_teachers)
+        except ConfigError as e:  # a setting found wrong while the trial read its inputs: name the file
+            raise e if e.where else ConfigError(str(e), where=args.config) from None
     out.print(render_matrix(result, f"R: {cfg.name} ({cfg.method.name}, seed {cfg.seed})"))
     console.print(f"done in {time.perf_counter() - start:.1f} s; results: {workdir / 'results.json'}")
     return 0
@@ -187,9 +190,9 @@ def render_plan(plan, work) -> list:
              f"work: {_fmt_tokens(work['total'])} trained tokens "
              f"(cells {_fmt_tokens(sum(v for v in work['cells'].values() if v))}, teachers "
              f"{_fmt_tokens(sum(v for v in work['teachers'].values() if v))})"
-             + (f"; {work['unknown']} item(s) unknown: data missing" if work["unknown"] else "")]
-    for task, err in sorted(plan.missing_data.items()):
-        lines.append(f"  missing data for {task}: {err}")
+             + (f"; {work['unknown']} item(s) unknown: inputs missing" if work["unknown"] else "")]
+    for what, err in sorted(plan.missing_data.items()):
+        lines.append(f"  cannot read {'the model inputs' if what == 'model' else f'the data of {what}'}: {err}")
     return lines
 
 
@@ -402,10 +405,16 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from l2kd.trialconfig import load_trial_config
     from l2kd.data import load_split
 
+    from l2kd.model import check_model_source
+
     cfg = load_trial_config(args.config, args.set)
     for task in cfg.tasks:
         sizes = {split: len(load_split(task, split, cfg.data)) for split in ("train", "test")}
         out.print(f"{task}: {sizes['train']} train / {sizes['test']} test examples")
+    try:
+        check_model_source(cfg.model)
+    except ConfigError as e:
+        raise ConfigError(str(e), where=args.config) from None
     out.print(f"{args.config}: valid ({cfg.method.name}, {len(cfg.tasks)} tasks)")
     return 0
 
@@ -505,15 +514,30 @@ def cmd_ls(args: argparse.Namespace) -> int:
     return 0
 
 
-def _count(text: str) -> int:
-    """An argparse type: a whole number, 0 or more."""
+def _count(text: str, least: int = 0) -> int:
+    """An argparse type: a whole number, `least` or more."""
     try:
         n = int(text)
     except ValueError:
-        n = -1
-    if n < 0:
-        raise argparse.ArgumentTypeError(f"expected a whole number, 0 or more, got {text!r}")
+        n = least - 1
+    if n < least:
+        raise argparse.ArgumentTypeError(f"expected a whole number, {least} or more, got {text!r}")
     return n
+
+
+def _positive_count(text: str) -> int:
+    return _count(text, least=1)
+
+
+def _positive(text: str) -> float:
+    """An argparse type: a number above 0."""
+    try:
+        x = float(text)
+    except ValueError:
+        x = 0.0
+    if not x > 0:
+        raise argparse.ArgumentTypeError(f"expected a number above 0, got {text!r}")
+    return x
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -568,10 +592,10 @@ def build_parser() -> argparse.ArgumentParser:
                        "whole trial; optionally trial packing and a profile. A benchmark, not a test.")
     p.add_argument("config", help="a trial config, or a grid file (its first cell is measured)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
-    p.add_argument("--steps", type=int, default=10, help="timed training steps per path (default 10)")
-    p.add_argument("--peak-tflops", type=float, help="the device's peak TFLOP/s for MFU (known GPUs "
+    p.add_argument("--steps", type=_positive_count, default=10, help="timed training steps per path (default 10)")
+    p.add_argument("--peak-tflops", type=_positive, help="the device's peak TFLOP/s for MFU (known GPUs "
                    "are looked up; a CPU needs this)")
-    p.add_argument("--packing", type=int, default=1, metavar="K",
+    p.add_argument("--packing", type=_positive_count, default=1, metavar="K",
                    help="also run K trials' training at once on this device and report the gain")
     p.add_argument("--profile", action="store_true", help="print the fast path's top operators")
     p.add_argument("--out", metavar="FILE.json", help="also write every figure as JSON")

@@ -81,6 +81,13 @@ class ModelConfig(Strict):
     def _known_preset(cls, v: str | dict) -> str | dict:
         if isinstance(v, str) and v not in MODEL_PRESETS:
             raise ValueError(f"unknown preset {v!r}; {did_you_mean(v, list(MODEL_PRESETS))}")
+        if isinstance(v, dict):  # GPT2Config takes any keyword silently: a misspelt one would be lost
+            from transformers import GPT2Config
+
+            known = sorted(GPT2Config().to_dict())
+            for key in v:
+                if key not in known:
+                    raise ValueError(f"{key!r} is not a GPT2Config field; {did_you_mean(str(key), known)}")
         return v
 
     def gpt2_kwargs(self) -> dict[str, Any]:
@@ -249,6 +256,8 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: no such file")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not a UTF-8 text file (byte {e.start})") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark else ""
@@ -265,6 +274,8 @@ def apply_overrides(data: dict[str, Any], overrides: list[str], source: str = "-
         if "=" not in item:
             raise ConfigError(f"{source}: expected key=value, got {item!r}")
         key, raw = item.split("=", 1)
+        if not all(part.strip() for part in key.split(".")):
+            raise ConfigError(f"{source}: {item!r} names no key (expected key.sub=value)")
         try:
             value = yaml.safe_load(raw)
         except yaml.YAMLError:

@@ -92,6 +92,8 @@ def expand_orders(spec: Any, tasks: list[str], where: str) -> list[Order]:
         orders = list(itertools.permutations(tasks))
     elif isinstance(spec, dict) and set(spec) <= {"random", "seed"} and "random" in spec:
         n, seed = spec["random"], spec.get("seed", 0)
+        if not isinstance(seed, int) or isinstance(seed, bool):
+            raise ConfigError(f"{where}.seed: expected a whole number, got {seed!r}")
         total = _factorial(len(tasks))
         if not isinstance(n, int) or not 1 <= n <= total:
             raise ConfigError(f"{where}.random: expected a count from 1 to {total} (the number of orders "
@@ -101,7 +103,7 @@ def expand_orders(spec: Any, tasks: list[str], where: str) -> list[Order]:
     elif isinstance(spec, list) and spec and all(isinstance(o, list) for o in spec):
         orders = []
         for k, o in enumerate(spec):
-            if sorted(o) != sorted(tasks):
+            if not all(isinstance(t, str) for t in o) or sorted(o) != sorted(tasks):
                 raise ConfigError(f"{where}[{k}]: {o} is not an order of the tasks {tasks}")
             orders.append(tuple(o))
     else:

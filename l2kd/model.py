@@ -31,6 +31,7 @@ def build_model(cfg: ModelConfig, tokenizer: Tokenizer, seed: int) -> GPT2LMHead
     """A GPT-2 sized for `tokenizer` (its added tokens included), in fp32, in train mode."""
     torch.manual_seed(seed)
     if cfg.pretrained:
+        _check_pretrained_path(cfg.pretrained)
         try:
             model = GPT2LMHeadModel.from_pretrained(cfg.pretrained, attn_implementation="sdpa")
         except Exception as e:  # noqa: BLE001 - surfaced as one config line
@@ -50,6 +51,19 @@ def build_model(cfg: ModelConfig, tokenizer: Tokenizer, seed: int) -> GPT2LMHead
         model = GPT2LMHeadModel(config)
     grow_embeddings(model, len(tokenizer), seed)
     return model.float().train()
+
+
+def _check_pretrained_path(pretrained: str) -> None:
+    if pretrained.startswith((".", "/", "~")) and not Path(pretrained).expanduser().exists():
+        raise ConfigError(f"model.pretrained: {pretrained}: no such folder")
+
+
+def check_model_source(cfg: ModelConfig) -> None:
+    """What a trial reads before it builds its model, checked without building it: the tokenizer
+    loads, and a local `pretrained` folder exists (raises ConfigError)."""
+    Tokenizer.load(cfg.tokenizer, cfg.pretrained, cfg.builtin_vocab_size)
+    if cfg.pretrained:
+        _check_pretrained_path(cfg.pretrained)
 
 
 def grow_embeddings(model: GPT2LMHeadModel, vocab_size: int, seed: int) -> None:

@@ -82,7 +82,7 @@ class Plan:
     spec: GridSpec
     cells: list[Cell]
     teachers: dict[str, TeacherJob]  # by folder name
-    missing_data: dict[str, str] = field(default_factory=dict)  # task -> the error
+    missing_data: dict[str, str] = field(default_factory=dict)  # task (or "model") -> why it cannot be read
 
     @property
     def run_dir(self) -> Path:
@@ -113,8 +113,9 @@ class Plan:
 
 
 def build_plan(spec: GridSpec, *, strict_data: bool = True) -> Plan:
-    """Every cell of the grid and every teacher it needs. With strict_data=False, missing data files
-    are recorded (for a dry run) instead of raised."""
+    """Every cell of the grid and every teacher it needs, with every cell's data files and tokenizer
+    read once (a bad one is an error before anything runs). With strict_data=False, inputs that
+    cannot be read are recorded (for a dry run) instead of raised."""
     cells: list[Cell] = []
     teachers: dict[str, TeacherJob] = {}
     missing: dict[str, str] = {}
@@ -135,10 +136,22 @@ def build_plan(spec: GridSpec, *, strict_data: bool = True) -> Plan:
         job.reference |= ref
         return folder
 
+    def check_inputs(cfg: TrialConfig, source: str) -> None:
+        """The cell's data files and tokenizer can be read (each read once for the whole grid)."""
+        for what, check in [*((t, functools.partial(_check_data, t, _data_json(cfg))) for t in cfg.tasks),
+                            ("model", functools.partial(_check_model_source, _model_json(cfg)))]:
+            try:
+                check()
+            except UserError as e:
+                if strict_data:
+                    raise type(e)(str(e), where=None if isinstance(e, DataError) else source) from None
+                missing.setdefault(what, str(e))
+
     def add(exp: Experiment, entry: MethodEntry, order_id: str, tasks: tuple[str, ...], seed: int,
             reference: bool) -> None:
         cid = f"{exp.name}.{order_id}.{entry.label}.s{seed}"
         cfg = trial_config(spec.trial_dict(exp, entry, tasks, seed, cid), f"{spec.source}: cell {cid}")
+        check_inputs(cfg, f"{spec.source}: cell {cid}")
         method = make_method(cfg.method)
         modes = method.seq_kd_modes(cfg)
         needs = tuple((t, teacher(cfg, t, cid, modes, False)) for t in method.teachers_needed(cfg))
@@ -154,6 +167,7 @@ def build_plan(spec: GridSpec, *, strict_data: bool = True) -> Plan:
                 if entry.name == "single" and _is_teacher(entry):
                     for task in exp.tasks:  # the Single (QA+LM) row is the task's teacher itself
                         base = trial_config(spec.trial_dict(exp, entry, (task,), seed, "single"), spec.source)
+                        check_inputs(base, spec.source)
                         teacher(base, task, None, (), True)
                 elif entry.name == "single":
                     for task in exp.tasks:
@@ -166,6 +180,41 @@ def build_plan(spec: GridSpec, *, strict_data: bool = True) -> Plan:
 def _is_teacher(entry: MethodEntry) -> bool:
     """A plain `single` reference is exactly the L2KD teacher (single-task QA+LM LAMOL)."""
     return not entry.overrides and not entry.params.get("qa_only", False)
+
+
+# --------------------------------------------------------------------------- inputs
+def _data_json(cfg: TrialConfig) -> str:
+    import json
+
+    return json.dumps(cfg.data.model_dump(mode="json"), sort_keys=True)
+
+
+def _model_json(cfg: TrialConfig) -> str:
+    import json
+
+    return json.dumps(cfg.model.model_dump(mode="json"), sort_keys=True)
+
+
+@functools.lru_cache(maxsize=256)
+def _check_data(task: str, data_json: str) -> None:
+    """Both splits of the task read and validated as the trial will read them (raises DataError)."""
+    import json
+
+    from .config import DataConfig
+
+    data = DataConfig(**json.loads(data_json))
+    for split in ("train", "test"):
+        load_split(task, split, data)
+
+
+@functools.lru_cache(maxsize=64)
+def _check_model_source(model_json: str) -> None:
+    import json
+
+    from .config import ModelConfig
+    from .model import check_model_source
+
+    check_model_source(ModelConfig(**json.loads(model_json)))
 
 
 # --------------------------------------------------------------------------- work estimate

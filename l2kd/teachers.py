@@ -97,6 +97,9 @@ class TeacherStore:
 
     def __post_init__(self):
         self.root = Path(self.root)
+        blocking = next((p for p in (self.root, *self.root.parents) if p.exists()), None)
+        if blocking is not None and not blocking.is_dir():
+            raise ArtifactError(f"{blocking}: is a file; the teacher store must be a folder")
 
     def folder(self, cfg: TrialConfig, task: str) -> Path:
         tcfg = teacher_config(cfg, task)

@@ -65,6 +65,11 @@ class Tokenizer:
             return cls(_gpt2_from_files(path), f"gpt2-bpe:{path.resolve()}")
         if (path / "tokenizer.json").is_file():
             return cls(HFTokenizer.from_file(str(path / "tokenizer.json")), str(path.resolve()))
+        if path.is_dir() and not (path / "tokenizer_config.json").is_file():
+            raise ConfigError(f"model.tokenizer: {spec}: the folder holds neither GPT-2's encoder.json "
+                              "+ vocab.bpe nor a tokenizer.json")
+        if not path.exists() and spec.startswith((".", "/", "~")):
+            raise ConfigError(f"model.tokenizer: {spec}: no such folder")
         try:  # a Hugging Face name or folder (fetched from the hub only when the user names one)
             from transformers import AutoTokenizer
 

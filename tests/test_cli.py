@@ -63,6 +63,66 @@ def test_malformed_data_file(tmp_path, method):
     assert not (tmp_path / "out").exists() and not (tmp_path / "teachers").exists()
 
 
+@pytest.mark.parametrize("setting, fragments", [
+    ("model.tokenizer={tmp}/no_such_tok", ["trial.yaml", "model.tokenizer", "no_such_tok: no such folder"]),
+    ("model.tokenizer={tmp}", ["trial.yaml", "model.tokenizer", "neither GPT-2's encoder.json"]),
+    ("model.pretrained={tmp}/no_such_model", ["trial.yaml", "model.pretrained", "no such folder"]),
+    ("model.config.n_layr=2", ["trial.yaml", "model.config", "'n_layr' is not a GPT2Config field",
+                               "did you mean 'n_layer'"]),
+    ("=3", ["--set", "names no key"]),
+])
+def test_bad_model_setting(tmp_path, setting, fragments):
+    """A tokenizer, model or override that cannot be used: one line before anything is written."""
+    cfg = write_config(tmp_path, "tasks: [synth.nlg]\nmethod: finetune\n"
+                                 "model: {config: {n_layer: 1, n_embd: 32, n_head: 2}}\n")
+    (tmp_path / "junk.txt").write_text("not a tokenizer")
+    setting = setting.format(tmp=tmp_path)
+    one_line_error(cli("train", str(cfg), "--set", setting, "--out", str(tmp_path / "out")), *fragments)
+    assert not (tmp_path / "out").exists()
+    if not setting.startswith("="):
+        one_line_error(cli("validate", str(cfg), "--set", setting), *fragments[1:])
+
+
+def test_a_grid_whose_inputs_cannot_be_read_starts_nothing(tmp_path):
+    """Every cell's data and tokenizer are read before Ray starts, whatever its method (a
+    finetune-only grid used to start trials that failed one by one)."""
+    base = ("name: g\ntasks: [synth.nlg, synth.sentiment]\nmethods: [finetune]\nseeds: [1]\n"
+            "model: {{config: {{n_layer: 1, n_embd: 32, n_head: 2}}{tok}}}\ndata: {{dir: {data}}}\n")
+    storage = tmp_path / "runs"
+    for body, fragments in [
+        (base.format(tok="", data=tmp_path / "nodata"), ["synth.nlg_to_squad-train-v2.0.json", "no such file"]),
+        (base.format(tok=f", tokenizer: {tmp_path}/notok", data="builtin"),
+         ["grid.yaml", "model.tokenizer", "no such folder"]),
+    ]:
+        grid = tmp_path / "grid.yaml"
+        grid.write_text(body)
+        one_line_error(cli("grid", str(grid), "--storage", str(storage), "--no-dashboard", "--quiet"), *fragments)
+        assert not storage.exists()
+        dry = cli("grid", str(grid), "--storage", str(storage), "--dry-run")
+        assert dry.returncode == 0 and "cannot read" in dry.stdout and not storage.exists()
+
+
+def test_bad_bench_counts():
+    res = cli("bench", "grids/trials/demo.yaml", "--steps", "0")
+    assert res.returncode == 2 and "--steps: expected a whole number, 1 or more" in res.stderr
+    res = cli("bench", "grids/trials/demo.yaml", "--peak-tflops", "-1")
+    assert res.returncode == 2 and "--peak-tflops: expected a number above 0" in res.stderr
+
+
+def test_non_utf8_config(tmp_path):
+    cfg = tmp_path / "trial.yaml"
+    cfg.write_bytes(b"\xff\xfetasks: [synth.nlg]\n")
+    one_line_error(cli("train", str(cfg)), "trial.yaml", "not a UTF-8 text file")
+
+
+def test_a_teacher_store_that_is_a_file(tmp_path):
+    (tmp_path / "afile").write_text("")
+    cfg = write_config(tmp_path, "tasks: [synth.nlg]\nmethod: word_kd\n")
+    res = cli("train", str(cfg), "--teachers", str(tmp_path / "afile"), "--out", str(tmp_path / "out"))
+    one_line_error(res, "afile", "the teacher store must be a folder")
+    assert not (tmp_path / "out").exists()
+
+
 def test_missing_config_file(tmp_path):
     one_line_error(cli("train", str(tmp_path / "nope.yaml")), "nope.yaml", "no such file")
 
