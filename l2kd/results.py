@@ -9,6 +9,7 @@ after every stage, so it always describes the finished stages; `complete` says w
 
 from __future__ import annotations
 
+import dataclasses
 import platform
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
@@ -59,9 +60,17 @@ class TrialResult:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], source: str = "<results>") -> "TrialResult":
-        if d.get("format") != FORMAT:
-            raise ArtifactError(f"{source}: not an l2kd trial result (format {d.get('format')!r})")
-        known = set(cls.__dataclass_fields__)
+        """The result `d` holds, its shape checked (a report reads files it did not write)."""
+        if not isinstance(d, dict) or d.get("format") != FORMAT:
+            found = d.get("format") if isinstance(d, dict) else type(d).__name__
+            raise ArtifactError(f"{source}: not an l2kd trial result (format {found!r})")
+        known = cls.__dataclass_fields__
+        required = [k for k, f in known.items()
+                    if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+        missing = [k for k in required if k not in d]
+        if missing:
+            raise ArtifactError(f"{source}: a trial result without {', '.join(missing)}")
+        _check_shape(d, source)
         return cls(**{k: v for k, v in d.items() if k in known})
 
     @classmethod
@@ -71,6 +80,23 @@ class TrialResult:
         if not p.is_file():
             raise ArtifactError(f"{p}: no such result file")
         return cls.from_dict(read_json(p), str(p))
+
+
+def _check_shape(d: dict[str, Any], source: str) -> None:
+    """The fields the tables compute with: tasks and stages as lists of names, and R one row of
+    numbers per finished stage, each with one score per task."""
+    tasks, stages, R = d["tasks"], d["stages"], d.get("R", [])
+    if not isinstance(tasks, list) or not tasks or not all(isinstance(t, str) for t in tasks):
+        raise ArtifactError(f"{source}: tasks: expected a list of task names, got {tasks!r}"[:300])
+    if not isinstance(stages, list) or not all(isinstance(s, list) for s in stages):
+        raise ArtifactError(f"{source}: stages: expected a list of task lists"[:300])
+    if not isinstance(R, list) or len(R) > len(stages) or not all(
+            isinstance(row, list) and len(row) == len(tasks)
+            and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in row) for row in R):
+        raise ArtifactError(f"{source}: R: expected at most {len(stages)} rows of {len(tasks)} scores "
+                            f"(one per task), got {str(R)[:120]}")
+    if not isinstance(d.get("primary"), dict) or not isinstance(d.get("config"), dict):
+        raise ArtifactError(f"{source}: primary and config must be JSON objects")
 
 
 def library_versions() -> dict[str, str]:

@@ -459,3 +459,28 @@ def test_a_grid_of_several_experiments_gets_a_section_each(tmp_path):
                 cell={**cell("all", "multi_long"), "experiment": "e2"}, **{"training.epochs": 27})
     with pytest.raises(ArtifactError, match="training.epochs"):
         collect(run)
+
+
+@pytest.mark.parametrize("change, fragment", [
+    (lambda d: [1, 2], "not an l2kd trial result (format 'list')"),
+    (lambda d: {"format": d["format"]}, "a trial result without name, tasks"),
+    (lambda d: d | {"R": "abc"}, "R: expected at most 2 rows of 2 scores"),
+    (lambda d: d | {"R": [[1.0]]}, "R: expected at most 2 rows of 2 scores"),
+    (lambda d: d | {"tasks": "synth.nlg"}, "tasks: expected a list of task names"),
+])
+def test_a_result_file_of_the_wrong_shape_is_one_error(tmp_path, change, fragment):
+    """A report reads files it did not write: a wrong shape names the file, never a traceback."""
+    import json
+
+    folder = write_trial(tmp_path / "a", ["synth.nlg", "synth.sentiment"], "lamol", [[1, 2], [3, 4]])
+    d = json.loads((folder / "results.json").read_text())
+    (folder / "results.json").write_text(json.dumps(change(d)))
+    with pytest.raises(ArtifactError, match="a/results.json: " + fragment.replace("(", r"\(").replace(")", r"\)")):
+        collect(tmp_path)
+
+
+def test_a_cell_file_of_the_wrong_shape_is_one_error(tmp_path):
+    write_trial(tmp_path / "a", ["synth.nlg", "synth.sentiment"], "lamol", [[1, 2], [3, 4]],
+                cell={"order": 5, "seed": "abc"})
+    with pytest.raises(ArtifactError, match="a/cell.json: order: unexpected value 5"):
+        collect(tmp_path)

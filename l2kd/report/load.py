@@ -125,6 +125,10 @@ def load_trial(results_file: Path, run_dir: Path) -> Trial:
     cell = _read(cell_file, "cell file") if cell_file.is_file() else {}
     if not isinstance(cell, dict):
         raise ArtifactError(f"{cell_file}: expected a JSON object")
+    for key, ok in (("order", lambda v: isinstance(v, list)), ("seed", lambda v: isinstance(v, int)),
+                    ("overrides", lambda v: v is None or isinstance(v, dict))):
+        if key in cell and not ok(cell[key]):
+            raise ArtifactError(f"{cell_file}: {key}: unexpected value {cell[key]!r}"[:300])
     if "order" in cell and list(cell["order"]) != list(result.tasks):
         raise ArtifactError(f"{cell_file}: order {cell['order']} differs from its results.json "
                             f"tasks {result.tasks}")
