@@ -10,9 +10,10 @@ Checkpoints are built under a temporary name and renamed into place; older ones 
 from __future__ import annotations
 
 import shutil
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 
@@ -41,14 +42,30 @@ class Checkpoint:
         return self.result.complete
 
     def model(self):
-        return load_weights(self.path)
+        with _unreadable(self.path / "model.safetensors"):
+            return load_weights(self.path)
 
     def tokenizer(self) -> Tokenizer:
-        return Tokenizer.from_json((self.path / "tokenizer.json").read_text(), f"checkpoint:{self.path}")
+        with _unreadable(self.path / "tokenizer.json"):
+            return Tokenizer.from_json((self.path / "tokenizer.json").read_text(), f"checkpoint:{self.path}")
 
     def method_state(self) -> dict[str, Any]:
         f = self.path / "method_state.pt"
-        return torch.load(f, weights_only=False) if f.exists() else {}
+        with _unreadable(f):
+            return torch.load(f, weights_only=False) if f.exists() else {}
+
+
+@contextmanager
+def _unreadable(path: Path) -> Iterator[None]:
+    """A damaged checkpoint file (truncated, overwritten) as one ArtifactError naming it."""
+    try:
+        yield
+    except ArtifactError:
+        raise
+    except Exception as e:  # noqa: BLE001 - safetensors, torch and the tokenizer each raise their own
+        raise ArtifactError(f"{path}: unreadable checkpoint file ({type(e).__name__}: "
+                            f"{str(e).splitlines()[0][:160] if str(e) else ''}); start the trial afresh "
+                            "(--fresh)") from None
 
 
 @dataclass
@@ -99,8 +116,9 @@ def read_checkpoint(path: Path) -> Checkpoint:
     state_file = path / STATE
     if not state_file.is_file():
         raise ArtifactError(f"{path}: not a trial checkpoint (no {STATE})")
-    state = read_json(state_file)
-    return Checkpoint(path, int(state["stages_done"]), TrialResult.from_dict(state["result"], str(state_file)))
+    with _unreadable(state_file):
+        state = read_json(state_file)
+        return Checkpoint(path, int(state["stages_done"]), TrialResult.from_dict(state["result"], str(state_file)))
 
 
 def latest_checkpoint(workdir: Path) -> Checkpoint | None:

@@ -5,17 +5,42 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
 
+# The process's umask, read once at import (reading it means setting it). mkstemp and mkdtemp create
+# owner-only files and folders; results on shared storage must be readable as any file written there.
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+# what `_tmp_sibling` and `atomic_dir` name their temporaries: .NAME.<8 random characters>[.tmp]
+_LEFTOVER_FILE = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")
+_LEFTOVER_DIR = re.compile(r"^\..+\.([a-z0-9_]{8}|old)$")
+
+
 def _tmp_sibling(path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.fchmod(fd, 0o666 & ~_UMASK)
     os.close(fd)
     return Path(tmp)
+
+
+def remove_leftovers(folder: str | os.PathLike, dirs_in: tuple[str, ...] = ()) -> list[Path]:
+    """Remove what atomic writes killed half-way (SIGKILL, a lost node) left under `folder`: their
+    temporary files anywhere below it, and their temporary folders in the subfolders `dirs_in`.
+    Nothing else matches their names. Only for a folder no other process is writing into."""
+    folder = Path(folder)
+    gone = [p for p in folder.rglob(".*.tmp") if p.is_file() and _LEFTOVER_FILE.match(p.name)]
+    for sub in dirs_in:
+        gone += [p for p in (folder / sub).glob(".*") if p.is_dir() and _LEFTOVER_DIR.match(p.name)]
+    for p in gone:
+        shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+    return gone
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
@@ -67,6 +92,7 @@ def atomic_dir(final: str | os.PathLike, fill: Callable[[Path], None]) -> Path:
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+    os.chmod(tmp, 0o777 & ~_UMASK)
     try:
         fill(tmp)
         if final.exists():

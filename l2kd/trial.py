@@ -9,6 +9,7 @@ A trial started again on the same folder resumes after its last finished stage.
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from contextlib import contextmanager
@@ -18,7 +19,7 @@ from typing import Any, Callable, Iterator, Mapping
 import torch
 import yaml
 
-from .checkpoint import Checkpoint, latest_checkpoint, read_checkpoint, save_checkpoint
+from .checkpoint import CHECKPOINTS, Checkpoint, latest_checkpoint, read_checkpoint, save_checkpoint
 from .config import TrainingConfig, TrialConfig, drop_unset_later_settings
 from .context import TrialContext
 from .data import load_split
@@ -28,7 +29,7 @@ from .data.encoding import TrainRow
 from .engine import Engine
 from .errors import ArtifactError, ConfigError
 from .evaluate import evaluate_all
-from .io import stable_hash, write_jsonl, write_text
+from .io import remove_leftovers, stable_hash, write_jsonl, write_text
 from .methods import Method, make_method
 from .model import build_model, grow_embeddings, n_positions
 from .results import TrialResult, library_versions
@@ -57,13 +58,29 @@ def resolve_device(training: TrainingConfig) -> tuple[torch.device, str, torch.d
     return device, precision, dtype
 
 
-def config_hash(cfg: TrialConfig) -> str:
+def _identity(cfg_dict: dict[str, Any]) -> dict[str, Any]:
     """What identifies a trial's work (its name and display settings excluded)."""
-    d = cfg.to_dict()
+    d = copy.deepcopy(cfg_dict)
     d.pop("name", None)
-    d["training"].pop("log_every", None)
-    drop_unset_later_settings(d["training"])
-    return stable_hash(d)
+    d.get("training", {}).pop("log_every", None)
+    drop_unset_later_settings(d.get("training", {}))
+    return d
+
+
+def config_hash(cfg: TrialConfig) -> str:
+    return stable_hash(_identity(cfg.to_dict()))
+
+
+def _changed_settings(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
+    """The dotted keys whose values differ between two trial identities."""
+    out = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _changed_settings(a, b, f"{prefix}{key}.")
+        elif a != b:
+            out.append(f"{prefix}{key} ({a!r} -> {b!r})")
+    return out
 
 
 @contextmanager
@@ -172,7 +189,9 @@ def _new_result(cfg: TrialConfig, method: Method) -> TrialResult:
 def _resume_point(cfg: TrialConfig, workdir: Path, resume_from: Path | None) -> Checkpoint | None:
     ckpt = read_checkpoint(resume_from) if resume_from else latest_checkpoint(workdir)
     if ckpt and ckpt.result.config_hash != config_hash(cfg):
-        raise ArtifactError(f"{ckpt.path}: this checkpoint belongs to a trial with other settings; "
+        changed = _changed_settings(_identity(ckpt.result.config), _identity(cfg.to_dict()))
+        what = f" ({'; '.join(changed[:3])}{'; ...' if len(changed) > 3 else ''})" if changed else ""
+        raise ArtifactError(f"{ckpt.path}: this checkpoint belongs to a trial with other settings{what}; "
                             "start afresh (--fresh) or write to another folder")
     return ckpt
 
@@ -197,25 +216,28 @@ def run_trial(cfg: TrialConfig, workdir: str | Path, *, teachers: Mapping[str, A
     if missing:
         raise ArtifactError(f"method {cfg.method.name}: no teacher for {', '.join(missing)}; "
                             "train teachers first (cli.py train does so itself)")
-    train, test = _load_data(cfg)  # every input validated before anything is written
+    # every input is read and checked (data, checkpoint, tokenizer, model) before anything is written
+    train, test = _load_data(cfg)
     ckpt = _resume_point(cfg, workdir, Path(resume_from) if resume_from else None) if resume else None
+    if ckpt:
+        tokenizer, model, result = ckpt.tokenizer(), ckpt.model(), ckpt.result
+    else:
+        tokenizer = Tokenizer.load(cfg.model.tokenizer, cfg.model.pretrained, cfg.model.builtin_vocab_size)
+        model = build_model(cfg.model, tokenizer, cfg.seed)
+        result = _new_result(cfg, method)
     if on_checked:
         on_checked()
     emit("start", trial=cfg.name, method=cfg.method.name, tasks=list(cfg.tasks), seed=cfg.seed,
          workdir=workdir, device=str(device), precision=precision)
     workdir.mkdir(parents=True, exist_ok=True)
+    remove_leftovers(workdir, dirs_in=(CHECKPOINTS,))  # of a run killed while writing
     write_text(workdir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 
     with trial_log(workdir):
         if ckpt:
-            tokenizer, model, result = ckpt.tokenizer(), ckpt.model(), ckpt.result
             method.load_state_dict(ckpt.method_state())
             log.info("resuming %s after stage %d of %d", workdir, ckpt.stages_done, len(stages))
             emit("resume", stages_done=ckpt.stages_done)
-        else:
-            tokenizer = Tokenizer.load(cfg.model.tokenizer, cfg.model.pretrained, cfg.model.builtin_vocab_size)
-            model = build_model(cfg.model, tokenizer, cfg.seed)
-            result = _new_result(cfg, method)
         model.to(device)
         ctx = TrialContext(cfg=cfg, tokenizer=tokenizer, device=device, amp_dtype=amp_dtype,
                            max_len=n_positions(model), train=train, test=test,
@@ -274,7 +296,9 @@ def run_trial(cfg: TrialConfig, workdir: str | Path, *, teachers: Mapping[str, A
             result.save(workdir)
             emit("stage_end", stage=s, stages=len(stages), tasks=list(tasks), scores=scores,
                  R_row=result.R[-1], checkpoint=path, result=result)
-        if not result.complete:  # a resume of an already finished trial
+        if result.stages_done == (ckpt.stages_done if ckpt else 0):
+            # nothing left to run: the checkpoint holds the truth, and results.json, written after
+            # it, may lag it (a run killed between the two writes)
             result.complete = True
             result.save(workdir)
         log.info("trial %s finished: R = %s", result.name, result.R)

@@ -63,8 +63,49 @@ def test_interrupted_trial_resumes_at_the_task_boundary_with_the_same_R(tmp_path
 
 def test_resume_refuses_a_folder_of_another_trial(tmp_path):
     run_trial(trial_config(tiny_trial()), tmp_path)
-    with pytest.raises(ArtifactError, match="other settings"):
+    with pytest.raises(ArtifactError, match=r"other settings \(training.lr \(0.001 -> 0.0005\)\)"):
         run_trial(trial_config(tiny_trial(**{"training.lr": 5e-4})), tmp_path)
+
+
+def test_a_rerun_repairs_results_that_lag_the_last_checkpoint(tmp_path):
+    """A run killed between writing the last checkpoint and results.json left a finished trial
+    listed as unfinished for good; the rerun rewrites it from the checkpoint, training nothing."""
+    cfg = trial_config(tiny_trial())
+    whole = run_trial(cfg, tmp_path)
+    stale = whole.to_dict() | {"R": whole.R[:1], "metrics": whole.metrics[:1], "complete": False}
+    (tmp_path / "results.json").write_text(json.dumps(stale))
+    seen = []
+    again = run_trial(cfg, tmp_path, on_event=lambda n, **e: seen.append(n))
+    assert "stage_start" not in seen
+    saved = TrialResult.load(tmp_path)
+    assert saved.complete and saved.R == whole.R == again.R
+
+
+def test_a_damaged_checkpoint_is_one_error_naming_its_file(tmp_path):
+    cfg = trial_config(tiny_trial())
+    run_trial(cfg, tmp_path)
+    weights = next((tmp_path / "checkpoints").glob("stage-*/model.safetensors"))
+    weights.write_bytes(weights.read_bytes()[:1000])
+    with pytest.raises(ArtifactError, match="model.safetensors: unreadable checkpoint file"):
+        run_trial(cfg, tmp_path)
+    state = weights.parent / "state.json"
+    state.write_text(state.read_text()[:200])
+    with pytest.raises(ArtifactError, match="state.json: unreadable checkpoint file"):
+        run_trial(cfg, tmp_path)
+
+
+def test_leftovers_of_a_killed_write_are_removed_on_resume(tmp_path):
+    cfg = trial_config(tiny_trial())
+    run_trial(cfg, tmp_path)
+    half_dir = tmp_path / "checkpoints" / ".stage-01.ab12cd_9"
+    half_dir.mkdir()
+    (half_dir / "model.safetensors").write_bytes(b"half")
+    half_file = tmp_path / "predictions" / "stage-01" / ".synth.nlg.jsonl.x7y8z9w0.tmp"
+    half_file.write_text("{")
+    keep = tmp_path / ".notes.txt"
+    keep.write_text("the user's")
+    run_trial(cfg, tmp_path)
+    assert not half_dir.exists() and not half_file.exists() and keep.exists()
 
 
 @pytest.mark.parametrize("method, stages", [("finetune", 2), ("multitask", 1), ("lamol", 2)])
