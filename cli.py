@@ -19,6 +19,7 @@ import contextlib
 import logging
 import os
 import shutil
+import signal
 import sys
 import time
 from pathlib import Path
@@ -646,14 +647,25 @@ def main(argv: list[str] | None = None) -> int:
         handler.setLevel(logging.INFO if args.verbose else logging.WARNING)
     for noisy in ("DeepSpeed", "deepspeed", "torch.distributed", "transformers"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
+    # SIGTERM (a scheduler, `timeout`, a cluster taking the node back) unwinds like Ctrl-C, so what
+    # the command started is stopped on the way out: teachers training in background processes too
+    signal.signal(signal.SIGTERM, _terminated)
     try:
         return args.fn(args)
     except UserError as e:
         console.print(f"error: {e}", markup=False, highlight=False, soft_wrap=True)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         console.print("interrupted: run the same command again to continue after the last finished stage")
-        return 130
+        return 143 if isinstance(e, Terminated) else 130
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the program is, like Ctrl-C's KeyboardInterrupt."""
+
+
+def _terminated(signum, frame) -> None:
+    raise Terminated()
 
 
 if __name__ == "__main__":

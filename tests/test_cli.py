@@ -162,3 +162,46 @@ def test_data_convert_missing_inputs(tmp_path):
     res = cli("data", "convert", str(tmp_path), "--task", "wikisql", "--out", str(tmp_path / "out"))
     one_line_error(res, "wikisql: no valid.jsonl in")
     assert not (tmp_path / "out").exists()
+
+
+def test_sigterm_stops_the_trial_and_its_background_teachers(tmp_path):
+    """A scheduler's SIGTERM unwinds like Ctrl-C: teachers training in spawned processes stop too
+    (they outlived the killed parent before), and the exit code says it was terminated."""
+    import os
+    import signal
+    import time
+
+    cfg = write_config(tmp_path, "tasks: [synth.nlg, synth.sentiment]\nmethod: word_kd\n"
+                                 "data: {dir: builtin, max_train_examples: 64, max_test_examples: 8}\n"
+                                 "model: {config: {n_layer: 1, n_embd: 32, n_head: 2, n_positions: 96}}\n"
+                                 "training: {epochs: 50, threads: 1}\n")
+    proc = subprocess.Popen([sys.executable, str(REPO / "cli.py"), "train", str(cfg), "--quiet",
+                             "--teachers", str(tmp_path / "T"), "--teacher-workers", "1",
+                             "--out", str(tmp_path / "out")],
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)  # the session id names it and its children
+
+    def session() -> list[int]:
+        pids = []
+        for entry in os.listdir("/proc"):
+            try:
+                if entry.isdigit() and os.getsid(int(entry)) == proc.pid:
+                    pids.append(int(entry))
+            except OSError:
+                pass
+        return pids
+
+    deadline = time.time() + 120
+    while len(session()) < 2 and time.time() < deadline:  # the teacher's process is up
+        time.sleep(0.5)
+    assert len(session()) >= 2, "no background teacher started"
+    time.sleep(3)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    assert "interrupted" in out + err and "Traceback" not in err
+    deadline = time.time() + 20
+    while session() and time.time() < deadline:
+        time.sleep(0.5)
+    assert session() == []
+    assert not list((tmp_path / "T").glob("*/manifest.json"))
