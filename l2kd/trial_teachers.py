@@ -36,6 +36,7 @@ from .teachers import TeacherStore
 from .trial import resolve_device
 
 WORKER_OUTPUT = "worker.out"  # a background teacher's console output, in its folder
+EXIT_GRACE_S = 60  # how long a teacher process that has reported may take to exit before it is stopped
 
 
 def _train_in_worker(root: str, cfg_dict: dict, task: str, modes: tuple[str, ...], output: str,
@@ -182,11 +183,16 @@ class TrialTeachers(Mapping):
                     self._emit("teacher", task=task, path=folder, background=True)
                 for conn in wait(list(running), timeout=0.5):
                     task, proc, output, t0 = running.pop(conn)
-                    proc.join()  # it has said its outcome (kept in the pipe) or died
-                    try:
+                    try:  # it has said its outcome, or died
                         outcome = conn.recv()
                     except EOFError:  # killed, or died before it could say
+                        proc.join()
                         outcome = ("error", "exit", f"the process ended with code {proc.exitcode}")
+                    else:  # said: a process hanging on its way out (a device or group teardown) must
+                        proc.join(EXIT_GRACE_S)  # not keep the student waiting for a finished teacher
+                        if proc.is_alive():
+                            proc.terminate()
+                            proc.join()
                     if outcome[0] == "ok":
                         self._paths[task] = Path(outcome[1])
                         self._emit("teacher_ready", task=task, path=self._paths[task],
