@@ -190,7 +190,8 @@ def render_plan(plan, work) -> list:
                 if counts.get("changed") else ""),
              f"work: {_fmt_tokens(work['total'])} trained tokens "
              f"(cells {_fmt_tokens(sum(v for v in work['cells'].values() if v))}, teachers "
-             f"{_fmt_tokens(sum(v for v in work['teachers'].values() if v))})"
+             f"{_fmt_tokens(sum(v for v in work['teachers'].values() if v))}), "
+             f"{_fmt_tokens(work['ahead'])} of them still to train"
              + (f"; {work['unknown']} item(s) unknown: inputs missing" if work["unknown"] else "")]
     for what, err in sorted(plan.missing_data.items()):
         lines.append(f"  cannot read {'the model inputs' if what == 'model' else f'the data of {what}'}: {err}")
@@ -280,6 +281,8 @@ def cmd_grid(args: argparse.Namespace) -> int:
         return 0
     if args.resume and not (plan.run_dir / "cells").is_dir():
         raise UserError(f"--resume: nothing to resume in {plan.run_dir}")
+    if not args.fresh:  # before the live table: a refusal is then the only line
+        plan.check_unchanged()
     from l2kd import grid
 
     try:
@@ -297,7 +300,7 @@ def cmd_grid(args: argparse.Namespace) -> int:
         from l2kd.report import build_report
 
         try:
-            print_report(build_report(plan.run_dir))
+            print_report(build_report(plan.run_dir, skip=plan.unused_teachers()))
         except UserError as e:
             console.print(f"report: {e}", markup=False, highlight=False, soft_wrap=True)
             return 1

@@ -54,6 +54,10 @@ class FaultInjection:
     marker: str  # a file created when the fault fires, so the retry runs through
 
 
+class GridInterrupted(KeyboardInterrupt):
+    """The run was stopped (Ctrl-C reached Tune, which stopped its trials) before every cell ended."""
+
+
 @dataclass
 class GridOutcome:
     run_dir: Path
@@ -153,7 +157,8 @@ def _cell_trainable(config: dict, *, cells: dict[str, dict], teacher_refs: dict[
     workdir = Path(run_dir) / CELLS / config["cell"]
     workdir.mkdir(parents=True, exist_ok=True)
     write_json(workdir / "cell.json", cell["meta"])
-    teachers = {task: ray.get(teacher_refs[folder]) for task, folder in cell["teachers"]}
+    # a cell finished on disk needs no teachers (only the pending cells' ones were shipped)
+    teachers = {task: ray.get(teacher_refs[folder]) for task, folder in cell["teachers"] if folder in teacher_refs}
     seen = {"progress_t": 0.0, "stages_run": 0}
 
     def on_event(name: str, **e: Any) -> None:
@@ -222,8 +227,10 @@ def run_cells(plan: Plan, cells: list[Cell], teacher_refs: dict[str, Any], emit:
     # trials); a grid grown by seeds, methods or orders is a new experiment of its pending cells.
     name = f"cells-{stable_hash(sorted(c.id for c in plan.cells), 10)}"
     path = tune_root / name
+    # every cell of the plan, not only the pending ones: a restored experiment may rerun a trial
+    # whose cell finished on disk after Tune last saved its state (an interrupted run)
     payload = {c.id: {"config": c.config, "teachers": list(c.teachers), "meta": c.meta(spec.name)}
-               for c in cells}
+               for c in plan.cells}
     trainable = tune.with_resources(
         tune.with_parameters(_cell_trainable, cells=payload, teacher_refs=teacher_refs,
                              run_dir=str(plan.run_dir), fault=fault),
@@ -267,11 +274,7 @@ def run_grid(plan: Plan, *, on_event: EventFn | None = None, fresh: bool = False
     if fresh:
         for sub in (CELLS, TUNE):  # teachers are keyed by content and stay valid
             shutil.rmtree(plan.run_dir / sub, ignore_errors=True)
-    changed = [c.id for c in plan.cells if plan.status(c).state == "changed"]
-    if changed:
-        raise ArtifactError(f"{plan.run_dir / CELLS}: {', '.join(changed[:3])}"
-                            f"{' ...' if len(changed) > 3 else ''} ran with other settings under the same "
-                            "cell ids; rename the grid, or start its cells over with --fresh")
+    plan.check_unchanged()
     pending = plan.pending()
     write_text(plan.run_dir / "grid.yaml", yaml.safe_dump(plan.spec.model_dump(mode="json"), sort_keys=False))
     spec = plan.spec
@@ -283,6 +286,12 @@ def run_grid(plan: Plan, *, on_event: EventFn | None = None, fresh: bool = False
         if pending:
             emit("cells_start", cells=[c.id for c in pending])
             outcome.errors = run_cells(plan, pending, refs, emit, fault)
+            # Tune answers Ctrl-C by stopping its trials, saving its state and returning as if done;
+            # a cell neither finished nor failed is the mark of that: the caller is told it was
+            # interrupted (cli.py then says how to continue) rather than handed a partial grid
+            stopped = [c.id for c in pending if plan.status(c).state != "done" and c.id not in outcome.errors]
+            if stopped:
+                raise GridInterrupted(f"{len(stopped)} cell(s) stopped before finishing: {', '.join(stopped[:3])}")
     outcome.cells = {c.id: plan.status(c).state for c in plan.cells}
     outcome.wall_s = time.perf_counter() - t0
     return outcome

@@ -25,14 +25,14 @@ from .config import TrialConfig
 from .trialconfig import trial_config
 from .data import load_split
 from .decode import pseudo_counts
-from .errors import DataError, UserError
+from .errors import ArtifactError, DataError, UserError
 from .gridspec import Experiment, GridSpec, MethodEntry, is_order_free
 from .io import read_json
 from .methods import make_method
 from .results import RESULTS_FILE
 from .tasks import short_name
 from .teachers import MANIFEST, TeacherStore
-from .trial import config_hash
+from .trial import config_hash, settings_diff
 
 CELLS, TEACHERS, TUNE = "cells", "teachers", "tune"
 
@@ -105,6 +105,24 @@ class Plan:
         done = len(saved.get("R", []))
         return CellStatus("done" if saved.get("complete") else "partial", done, n)
 
+    def check_unchanged(self) -> None:
+        """Refuse cells whose folder holds a trial with other settings under the same id."""
+        changed = [c for c in self.cells if self.status(c).state == "changed"]
+        if changed:
+            first = changed[0]
+            saved = read_json(self.cell_dir(first) / RESULTS_FILE).get("config", {})
+            raise ArtifactError(
+                f"{self.run_dir / CELLS}: {len(changed)} cell(s) ran with other settings under the same "
+                f"ids ({first.id}: {settings_diff(saved, first.config) or 'other settings'}); rename the "
+                "grid, or start its cells over with --fresh")
+
+    def unused_teachers(self) -> list[Path]:
+        """Teacher folders on disk that no cell of this plan uses (kept by content: a --fresh run
+        with other settings leaves the old ones), for a report of this plan's results only."""
+        root = self.run_dir / TEACHERS
+        return sorted(p for p in root.iterdir() if p.is_dir() and p.name not in self.teachers) \
+            if root.is_dir() else []
+
     def teacher_ready(self, job: TeacherJob) -> bool:
         return (self.teacher_dir(job.folder) / MANIFEST).is_file()
 
@@ -138,8 +156,9 @@ def build_plan(spec: GridSpec, *, strict_data: bool = True) -> Plan:
 
     def check_inputs(cfg: TrialConfig, source: str) -> None:
         """The cell's data files and tokenizer can be read (each read once for the whole grid)."""
-        for what, check in [*((t, functools.partial(_check_data, t, _data_json(cfg))) for t in cfg.tasks),
-                            ("model", functools.partial(_check_model_source, _model_json(cfg)))]:
+        checks = [(t, functools.partial(_check_data, t, _data_json(cfg))) for t in cfg.tasks]
+        checks.append(("model", functools.partial(_check_model_source, _model_json(cfg))))
+        for what, check in checks:
             try:
                 check()
             except UserError as e:
@@ -256,10 +275,8 @@ def _max_len(cfg: TrialConfig) -> int:
 def cell_tokens(cfg: TrialConfig) -> int:
     """Tokens the trial trains on (forward + backward through the student): real rows of every stage,
     pseudo-replay rows (sized like the task they imitate), times epochs. Teachers are counted apart."""
-    import json
-
     method = make_method(cfg.method)
-    data_json = json.dumps(cfg.data.model_dump(mode="json"))
+    data_json = _data_json(cfg)
     tok = (cfg.model.tokenizer, cfg.model.pretrained, cfg.model.builtin_vocab_size)
     lengths = {t: _row_lengths(t, data_json, tok, _max_len(cfg)) for t in cfg.tasks}
     gen_ratio = getattr(method.p, "gen_ratio", 0.0)
@@ -277,7 +294,8 @@ def cell_tokens(cfg: TrialConfig) -> int:
 
 
 def work(plan: Plan) -> dict[str, Any]:
-    """Trained tokens per cell and per teacher (None where data is missing), and the totals."""
+    """Trained tokens per cell and per teacher (None where data is missing), the totals, and what of
+    them a run would still train (cells not finished, teachers not on disk)."""
     from .teachers import teacher_config
 
     cells, teachers = {}, {}
@@ -293,5 +311,7 @@ def work(plan: Plan) -> dict[str, Any]:
         except UserError:
             teachers[name] = None
     known = [v for v in list(cells.values()) + list(teachers.values()) if v is not None]
-    return {"cells": cells, "teachers": teachers, "total": sum(known),
+    ahead = sum(v or 0 for c in plan.cells if plan.status(c).state != "done" for v in [cells[c.id]]) \
+        + sum(v or 0 for name, v in teachers.items() if not plan.teacher_ready(plan.teachers[name]))
+    return {"cells": cells, "teachers": teachers, "total": sum(known), "ahead": ahead,
             "unknown": sum(v is None for v in list(cells.values()) + list(teachers.values()))}

@@ -58,7 +58,7 @@ def resolve_device(training: TrainingConfig) -> tuple[torch.device, str, torch.d
     return device, precision, dtype
 
 
-def _identity(cfg_dict: dict[str, Any]) -> dict[str, Any]:
+def trial_identity(cfg_dict: dict[str, Any]) -> dict[str, Any]:
     """What identifies a trial's work (its name and display settings excluded)."""
     d = copy.deepcopy(cfg_dict)
     d.pop("name", None)
@@ -68,19 +68,25 @@ def _identity(cfg_dict: dict[str, Any]) -> dict[str, Any]:
 
 
 def config_hash(cfg: TrialConfig) -> str:
-    return stable_hash(_identity(cfg.to_dict()))
+    return stable_hash(trial_identity(cfg.to_dict()))
 
 
-def _changed_settings(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
+def changed_settings(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
     """The dotted keys whose values differ between two trial identities."""
     out = []
     for key in sorted(set(old) | set(new)):
         a, b = old.get(key), new.get(key)
         if isinstance(a, dict) and isinstance(b, dict):
-            out += _changed_settings(a, b, f"{prefix}{key}.")
+            out += changed_settings(a, b, f"{prefix}{key}.")
         elif a != b:
             out.append(f"{prefix}{key} ({a!r} -> {b!r})")
     return out
+
+
+def settings_diff(old_config: dict[str, Any], new_config: dict[str, Any]) -> str:
+    """The settings that tell two trial configs apart, up to three, for an error message."""
+    changed = changed_settings(trial_identity(old_config), trial_identity(new_config))
+    return "; ".join(changed[:3]) + ("; ..." if len(changed) > 3 else "")
 
 
 @contextmanager
@@ -186,11 +192,19 @@ def _new_result(cfg: TrialConfig, method: Method) -> TrialResult:
         config=cfg.to_dict(), config_hash=config_hash(cfg), versions=library_versions())
 
 
+def _results_on_disk_match(workdir: Path, result: TrialResult) -> bool:
+    try:
+        saved = TrialResult.load(workdir)
+    except (ArtifactError, ValueError, OSError):  # missing or damaged
+        return False
+    return saved.complete == result.complete and saved.R == result.R
+
+
 def _resume_point(cfg: TrialConfig, workdir: Path, resume_from: Path | None) -> Checkpoint | None:
     ckpt = read_checkpoint(resume_from) if resume_from else latest_checkpoint(workdir)
     if ckpt and ckpt.result.config_hash != config_hash(cfg):
-        changed = _changed_settings(_identity(ckpt.result.config), _identity(cfg.to_dict()))
-        what = f" ({'; '.join(changed[:3])}{'; ...' if len(changed) > 3 else ''})" if changed else ""
+        diff = settings_diff(ckpt.result.config, cfg.to_dict())
+        what = f" ({diff})" if diff else ""
         raise ArtifactError(f"{ckpt.path}: this checkpoint belongs to a trial with other settings{what}; "
                             "start afresh (--fresh) or write to another folder")
     return ckpt
@@ -212,13 +226,14 @@ def run_trial(cfg: TrialConfig, workdir: str | Path, *, teachers: Mapping[str, A
         torch.set_num_threads(cfg.training.threads)
     method = make_method(cfg.method)
     stages = method.stages(cfg.tasks)
-    missing = [t for t in method.teachers_needed(cfg) if t not in teachers]
-    if missing:
-        raise ArtifactError(f"method {cfg.method.name}: no teacher for {', '.join(missing)}; "
-                            "train teachers first (cli.py train does so itself)")
-    # every input is read and checked (data, checkpoint, tokenizer, model) before anything is written
+    # every input is read and checked (data, checkpoint, teachers, tokenizer, model) before anything
+    # is written
     train, test = _load_data(cfg)
     ckpt = _resume_point(cfg, workdir, Path(resume_from) if resume_from else None) if resume else None
+    missing = [t for t in method.teachers_needed(cfg) if t not in teachers]
+    if missing and not (ckpt and ckpt.complete):  # a finished trial needs no teachers
+        raise ArtifactError(f"method {cfg.method.name}: no teacher for {', '.join(missing)}; "
+                            "train teachers first (cli.py train does so itself)")
     if ckpt:
         tokenizer, model, result = ckpt.tokenizer(), ckpt.model(), ckpt.result
     else:
@@ -298,8 +313,9 @@ def run_trial(cfg: TrialConfig, workdir: str | Path, *, teachers: Mapping[str, A
                  R_row=result.R[-1], checkpoint=path, result=result)
         if result.stages_done == (ckpt.stages_done if ckpt else 0):
             # nothing left to run: the checkpoint holds the truth, and results.json, written after
-            # it, may lag it (a run killed between the two writes)
+            # it, may lag it (a run killed between the two writes): rewritten only then
             result.complete = True
-            result.save(workdir)
+            if not _results_on_disk_match(workdir, result):
+                result.save(workdir)
         log.info("trial %s finished: R = %s", result.name, result.R)
     return result

@@ -19,7 +19,7 @@ from conftest import REPO
 from test_gridspec import grid
 
 ray = pytest.importorskip("ray")
-from l2kd.grid import FaultInjection, run_grid  # noqa: E402
+from l2kd.grid import FaultInjection, run_cells, run_grid  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +92,10 @@ def test_stopping_the_driver_and_running_again_finishes_only_unfinished_cells(ra
     while time.time() < deadline and not any(plan.status(c).state == "done" for c in plan.cells):
         time.sleep(1)
     driver.send_signal(signal.SIGINT)
-    driver.communicate(timeout=120)
+    said, _ = driver.communicate(timeout=120)
+    # Tune stops its trials and returns; the driver says it was interrupted and builds no report
+    assert driver.returncode == 130 and "interrupted: run the same command again" in said, said[-2000:]
+    assert not (plan.run_dir / "report").exists()
     done = {c.id: os.path.getmtime(plan.cell_dir(c) / "results.json")
             for c in plan.cells if plan.status(c).state == "done"}
     assert done and len(done) < len(plan.cells), "stop the driver mid-grid"
@@ -104,6 +107,28 @@ def test_stopping_the_driver_and_running_again_finishes_only_unfinished_cells(ra
     assert not started & set(done)  # finished cells were not run again
     for cid, mtime in done.items():
         assert os.path.getmtime(plan.run_dir / "cells" / cid / "results.json") == mtime
+
+
+def test_a_cell_that_finished_on_disk_after_tune_saved_its_state_is_not_an_error(ray_address, tmp_path):
+    """An interrupted run can leave a cell finished on disk that Tune's saved experiment still
+    lists as unfinished. The restored experiment reruns that trial: it must report the cell from
+    disk (it failed with a KeyError, the trials receiving only the pending cells)."""
+    from l2kd.trial import run_trial
+
+    g = grid(name="lag", methods=["lamol"])
+    g["training"]["log_every"] = 2  # progress events (where the fault fires) mid-task
+    g["ray"] = {"max_failures": 0}
+    plan = build_plan(parse_grid(g, "lag.yaml", storage=str(tmp_path)))
+    first = plan.cells[0]
+    marker = tmp_path / "fired"
+    outcome = run_grid(plan, fault=FaultInjection(first.id, stage=1, step=1, marker=str(marker)))
+    assert marker.exists() and not outcome.ok and first.id in outcome.errors
+    run_trial(first.trial_config(), plan.cell_dir(first))  # finishes on disk; Tune's state says errored
+    # what the next run does with such a trial: restores the experiment, which reruns it
+    events = []
+    errors = run_cells(plan, [], {}, lambda n, **e: events.append((n, e)))
+    assert any(n == "restore" for n, _ in events)
+    assert errors == {} and plan.status(first).state == "done"
 
 
 def test_ray_cluster_yaml_is_a_valid_cluster_launcher_config():

@@ -134,3 +134,45 @@ def test_comparison_methods_and_multitask_bounds_in_a_grid(storage):
     assert not plan.teachers  # no method here needs a teacher
     with pytest.raises(ConfigError, match="zero_stage must be 0"):
         parse_grid(grid(methods=["gem"], training={"zero_stage": 1}), "g.yaml", storage=storage)
+
+
+def test_a_changed_cell_is_refused_naming_the_setting(storage):
+    import json
+
+    from l2kd.errors import ArtifactError
+
+    plan = build_plan(parse_grid(grid(methods=["lamol"]), "g.yaml", storage=storage))
+    cell = plan.cells[0]
+    old = json.loads(json.dumps(cell.config))
+    old["training"]["lr"] = 5e-4
+    plan.cell_dir(cell).mkdir(parents=True)
+    (plan.cell_dir(cell) / "results.json").write_text(json.dumps({"config_hash": "other", "R": [], "config": old}))
+    with pytest.raises(ArtifactError, match=r"1 cell\(s\) ran with other settings .*training.lr \(0.0005 -> 0.001\)"):
+        plan.check_unchanged()
+
+
+def test_teachers_no_cell_uses_are_left_out_of_the_grids_report(storage):
+    """--fresh with other settings keeps the old teachers (kept by content); the grid's own report
+    must not read them beside the new cells."""
+    plan = build_plan(parse_grid(grid(), "g.yaml", storage=storage))
+    used = sorted(plan.teachers)[0]
+    for name in (used, "synth.nlg-0123456789ab"):
+        (plan.run_dir / "teachers" / name).mkdir(parents=True)
+    assert plan.unused_teachers() == [plan.run_dir / "teachers" / "synth.nlg-0123456789ab"]
+
+
+def test_work_ahead_leaves_out_finished_cells(storage):
+    import json
+
+    from l2kd.trial import config_hash
+
+    plan = build_plan(parse_grid(grid(methods=["lamol"]), "g.yaml", storage=storage))
+    before = work(plan)
+    assert before["ahead"] == before["total"]
+
+    cell = plan.cells[0]
+    plan.cell_dir(cell).mkdir(parents=True)
+    (plan.cell_dir(cell) / "results.json").write_text(json.dumps(
+        {"config_hash": config_hash(cell.trial_config()), "R": [[1, 1], [1, 1]], "complete": True}))
+    after = work(plan)
+    assert after["ahead"] == before["total"] - before["cells"][cell.id]

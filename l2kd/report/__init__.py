@@ -132,8 +132,9 @@ def _inventory(trials: list[Trial]) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index("trial")
 
 
-def collect(run_dir: str | Path, group_by: Iterable[str] = (), skip: Path | None = None) -> list[Section]:
-    """Load, check and tabulate, without writing anything."""
+def collect(run_dir: str | Path, group_by: Iterable[str] = (), skip: Iterable[Path] = ()) -> list[Section]:
+    """Load, check and tabulate, without writing anything; results below the folders `skip` are
+    left out."""
     run_dir = Path(run_dir)
     trials = load_trials(run_dir, skip=skip)
     several = len(split_experiments(trials)) > 1
@@ -150,13 +151,14 @@ def collect(run_dir: str | Path, group_by: Iterable[str] = (), skip: Path | None
 
 
 def build_report(run_dir: str | Path, out_dir: str | Path | None = None,
-                 group_by: Iterable[str] = ()) -> Report:
-    """Read every result under `run_dir` and write the report folder (default RUN_DIR/report)."""
+                 group_by: Iterable[str] = (), skip: Iterable[Path] = ()) -> Report:
+    """Read every result under `run_dir` (but below the folders `skip`) and write the report folder
+    (default RUN_DIR/report)."""
     run_dir = Path(run_dir)
     out = Path(out_dir) if out_dir else run_dir / REPORT_DIR
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / REPORT_FILE).is_file())):
         raise ArtifactError(f"{out}: exists and is not a report folder; name another --out")
-    report = Report(run_dir, out, collect(run_dir, group_by, skip=out.resolve()), tuple(group_by))
+    report = Report(run_dir, out, collect(run_dir, group_by, skip=[out, *skip]), tuple(group_by))
     from .write import write_report  # matplotlib is loaded only once there is something to draw
 
     write_report(report)

@@ -150,15 +150,15 @@ def load_trial(results_file: Path, run_dir: Path) -> Trial:
                  overridden=frozenset(flatten(overrides)) if isinstance(overrides, dict) else frozenset())
 
 
-def find_results(run_dir: Path, skip: Path | None = None) -> list[Path]:
+def find_results(run_dir: Path, skip: Iterable[Path] = ()) -> list[Path]:
+    """Every result file under `run_dir`, except in hidden folders and below the folders `skip`."""
     files = sorted(p for p in run_dir.glob(f"**/{RESULTS_FILE}")
                    if not any(part.startswith(".") for part in p.relative_to(run_dir).parts))
-    if skip is not None:
-        files = [p for p in files if Path(skip).resolve() not in p.resolve().parents]
-    return files
+    skipped = {Path(s).resolve() for s in skip}
+    return [p for p in files if not skipped & set(p.resolve().parents)]
 
 
-def load_trials(run_dir: str | Path, skip: Path | None = None) -> list[Trial]:
+def load_trials(run_dir: str | Path, skip: Iterable[Path] = ()) -> list[Trial]:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise ArtifactError(f"{run_dir}: no such folder")
