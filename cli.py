@@ -321,8 +321,9 @@ def _bench_config(path: str, overrides: list[str]):
     from l2kd.plan import build_plan
 
     cell = build_plan(load_grid(path)).cells[0]
-    console.print(f"measuring the grid's first cell: {cell.id}", markup=False)
-    return trial_config(apply_overrides(cell.config, overrides), f"{path}: {cell.id}")
+    cfg = trial_config(apply_overrides(cell.config, overrides), f"{path}: {cell.id}")
+    console.print(f"measuring the grid's first cell: {cell.id}", markup=False)  # once it is valid
+    return cfg
 
 
 def _rate(x: float | None, unit: str = "") -> str:
