@@ -87,18 +87,21 @@ def decode(model, prompts: list[list[int]], max_new: int | list[int], *, eos: in
     out: list[list[int]] = [[] for _ in range(n)]
     was_training = model.training
     model.eval()
+    # One autocast region for all of it: autocast keeps the casts of a trained model's weights for as
+    # long as its region lasts, so a region per token cast every weight again at every token.
     try:
-        for rows in _plan([i for i in order if budget[i] > 0], lengths, budget, settings):
-            got = _decode_batch(model, [prompts[i] for i in rows], [budget[i] for i in rows], eos, pad,
-                                settings, device, amp_dtype, generator, stats)
-            for i, g in zip(rows, got):
-                out[i] = g
+        with amp(device, amp_dtype):
+            for rows in _plan([i for i in order if budget[i] > 0], lengths, budget, settings):
+                got = _decode_batch(model, [prompts[i] for i in rows], [budget[i] for i in rows], eos,
+                                    pad, settings, device, generator, stats)
+                for i, g in zip(rows, got):
+                    out[i] = g
     finally:
         model.train(was_training)
     return out
 
 
-def _decode_batch(model, prompts, limits, eos, pad, s, device, amp_dtype, generator, stats):
+def _decode_batch(model, prompts, limits, eos, pad, s, device, generator, stats):
     B, L = len(prompts), max(len(p) for p in prompts)
     ids = torch.full((B, L), pad, dtype=torch.long)
     mask = torch.zeros((B, L), dtype=torch.long)
@@ -108,14 +111,6 @@ def _decode_batch(model, prompts, limits, eos, pad, s, device, amp_dtype, genera
     ids, mask = ids.to(device), mask.to(device)
     padded = any(len(p) < L for p in prompts)
     pos = (mask.cumsum(-1) - 1).clamp(min=0)
-    # One autocast region for the whole batch: autocast keeps the casts of a trained model's weights
-    # for as long as its region lasts, so a region per token cast every weight again at every token.
-    with amp(device, amp_dtype):
-        return _generate(model, ids, mask, pos, padded, limits, eos, s, device, generator, stats)
-
-
-def _generate(model, ids, mask, pos, padded, limits, eos, s, device, generator, stats):
-    B = ids.shape[0]
     # Only the last position's logits are read: without logits_to_keep the prompt pass would
     # materialise batch x prompt x 50k-vocabulary floats (GBs on a GPU batch) to keep one row each.
     res = model(ids, attention_mask=mask if padded else None, position_ids=pos, use_cache=True,

@@ -22,6 +22,19 @@ _LEFTOVER_FILE = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")
 _LEFTOVER_DIR = re.compile(r"^\..+\.([a-z0-9_]{8}|old)$")
 
 
+def file_in_the_way(folder: str | os.PathLike) -> Path | None:
+    """The file (not a folder) at `folder` or at its nearest existing parent, which would stop the
+    folder from being created; None when there is none."""
+    folder = Path(folder)
+    existing = next((p for p in (folder, *folder.parents) if p.exists()), None)
+    return existing if existing is not None and not existing.is_dir() else None
+
+
+def looks_like_path(spec: str) -> bool:
+    """A setting that may name a local folder or a hub model and is spelled as a path."""
+    return spec.startswith((".", "/", "~"))
+
+
 def _tmp_sibling(path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)

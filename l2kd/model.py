@@ -19,6 +19,7 @@ from transformers.utils import logging as hf_logging
 from .conditioning import conditioned, install, spec_from_config
 from .config import ModelConfig
 from .errors import ConfigError
+from .io import looks_like_path
 from .tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
@@ -54,7 +55,7 @@ def build_model(cfg: ModelConfig, tokenizer: Tokenizer, seed: int) -> GPT2LMHead
 
 
 def _check_pretrained_path(pretrained: str) -> None:
-    if pretrained.startswith((".", "/", "~")) and not Path(pretrained).expanduser().exists():
+    if looks_like_path(pretrained) and not Path(pretrained).expanduser().exists():
         raise ConfigError(f"model.pretrained: {pretrained}: no such folder")
 
 

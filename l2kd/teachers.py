@@ -26,7 +26,7 @@ from .trialconfig import trial_config
 from .context import decode_settings, derive_seed
 from .data import load_split, split_path
 from .errors import ArtifactError
-from .io import file_sha256, read_json, stable_hash, write_json
+from .io import file_in_the_way, file_sha256, read_json, stable_hash, write_json
 from .methods import make_method, method_params
 from .methods.kd import distil_file, teacher_answers
 from .tokenizer import Tokenizer
@@ -97,8 +97,8 @@ class TeacherStore:
 
     def __post_init__(self):
         self.root = Path(self.root)
-        blocking = next((p for p in (self.root, *self.root.parents) if p.exists()), None)
-        if blocking is not None and not blocking.is_dir():
+        blocking = file_in_the_way(self.root)
+        if blocking is not None:
             raise ArtifactError(f"{blocking}: is a file; the teacher store must be a folder")
 
     def folder(self, cfg: TrialConfig, task: str) -> Path:

@@ -18,6 +18,7 @@ from tokenizers import decoders, models, pre_tokenizers, trainers
 
 from .data.encoding import SpecialIds
 from .errors import ConfigError
+from .io import looks_like_path
 
 EOS = "<|endoftext|>"
 ADDED = ("__ans__", "__pad__", "__unk__")  # in this order, as LAMOL's settings.py
@@ -68,7 +69,7 @@ class Tokenizer:
         if path.is_dir() and not (path / "tokenizer_config.json").is_file():
             raise ConfigError(f"model.tokenizer: {spec}: the folder holds neither GPT-2's encoder.json "
                               "+ vocab.bpe nor a tokenizer.json")
-        if not path.exists() and spec.startswith((".", "/", "~")):
+        if not path.exists() and looks_like_path(spec):
             raise ConfigError(f"model.tokenizer: {spec}: no such folder")
         try:  # a Hugging Face name or folder (fetched from the hub only when the user names one)
             from transformers import AutoTokenizer

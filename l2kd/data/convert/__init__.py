@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Callable
 
 from ...errors import ArtifactError, ConfigError, DataError
-from ...io import file_sha256, write_json
+from ...io import file_in_the_way, file_sha256, write_json
 from ...registry import Registry
 from ...tasks import TASKS
 from ..gold import gold_file
@@ -103,10 +103,9 @@ def convert_sources(sources: list[str | Path], task: str, out: str | Path | None
     if to_write and out is None:
         raise ConfigError("--out: name the folder the converted files go to")
     folder = Path(out).expanduser() if out is not None else None
-    if folder is not None and to_write:
-        blocking = next((p for p in (folder, *folder.parents) if p.exists()), None)
-        if blocking is not None and not blocking.is_dir():
-            raise ConfigError(f"--out: {blocking} is a file, not a folder")
+    blocking = file_in_the_way(folder) if folder is not None and to_write else None
+    if blocking is not None:
+        raise ConfigError(f"--out: {blocking} is a file, not a folder")
     if folder is not None and not force:
         for files in to_write.values():
             for name in files:
