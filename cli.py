@@ -332,6 +332,29 @@ def _rate(x: float | None, unit: str = "") -> str:
     return f"{x:,.0f}{unit}" if x >= 100 else f"{x:.3g}{unit}"
 
 
+def _print_trial_decoding(d: dict) -> None:
+    """The whole trial's decoding, pass by pass (bench.decoding)."""
+    t = Table(title="the trial's decoding (rows end at their data's lengths; sequential forward calls "
+                    "counted by the decoder's loop; time projected from the timed passes)")
+    for col in ("pass", "", "runs", "rows", "new tokens", "forward calls", "before", "batches", "s / run"):
+        t.add_column(col, justify="right" if col not in ("pass", "") else "left")
+    for p in d["passes"]:
+        t.add_row(p["kind"] + (" (timed)" if p["measured"] else ""), p["label"], str(p["times"]),
+                  f"{p['rows']:,}", f"{p['new_tokens']:,}", f"{p['forward_calls']:,}",
+                  f"{p['forward_calls_before']:,}", str(p["batches"]),
+                  "-" if p["seconds"] is None else f"{p['seconds']:.2f}")
+    out.print(t)
+    ratio = d["forward_calls_before"] / max(1, d["forward_calls"])
+    out.print(f"whole trial: {d['forward_calls']:,} sequential forward calls (before: "
+              f"{d['forward_calls_before']:,}, {ratio:.1f}x fewer), {d['new_tokens']:,} new tokens, "
+              f"decoding projected at {d['seconds']:.1f} s", highlight=False)
+    for kind, m in d["measured"].items():
+        out.print(f"  timed {kind} pass ({m['label']}): {m['seconds']:.2f} s, {_rate(m['tokens_per_s'])} "
+                  f"tokens/s, {m['ms_per_call']:.2f} ms a call, {m['batches']} batches, "
+                  f"{m['host_checks']} host checks, {m['compactions']} compactions, "
+                  f"{m['graph_replays']} graph replays", highlight=False)
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     import json
 
@@ -379,6 +402,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     t.add_row("evaluation (greedy)", _rate(e["fast_tokens_per_s"]), _rate(e["reference_tokens_per_s"]),
               f"{e['ratio']:.1f}x", f"identical answers {e['identical_outputs']}")
     out.print(t)
+    _print_trial_decoding(r.decoding)
     fa = r.faithfulness
     out.print(f"faithfulness: fast vs reference-style loss on {fa['batches']} identical batches (fp32): "
               f"max |difference| {fa['max_abs_diff']:.2e} (loss about {fa['mean_loss']:.3f})", highlight=False)
@@ -386,8 +410,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
               "a plain step", highlight=False)
     out.print(f"projected whole trial ({', '.join(cfg.tasks)}; {pr['trained_tokens'] / 1e6:.2f}M trained "
               f"tokens, {pr['teacher_tokens'] / 1e6:.2f}M for teachers): this config "
-              f"{pr['this_config_s'] / 60:.1f} min, reference-style {pr['reference_s'] / 60:.1f} min "
-              f"({pr['speedup']:.1f}x)", highlight=False)
+              f"{pr['this_config_s'] / 60:.1f} min (decoding {100 * pr['decode_share']:.0f} %), "
+              f"reference-style {pr['reference_s'] / 60:.1f} min ({pr['speedup']:.1f}x)", highlight=False)
     if r.packing:
         p = r.packing
         out.print(f"packing {p['trials']} trials on this device: {_rate(p['aggregate_tokens_per_s'])} tokens/s "

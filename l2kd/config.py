@@ -103,6 +103,19 @@ def drop_unset_later_settings(training: dict[str, Any]) -> dict[str, Any]:
     return training
 
 
+# Decoding's batch sizes became speed-only settings after identities were stored with the defaults
+# on the left; while at the defaults on the right they join an identity as the stored ones did.
+_EVAL_DEFAULTS_STORED = {"tokens_per_batch": (None, 16384), "max_batch_size": (2048, 256)}
+
+
+def stored_eval_identity(eval_section: dict[str, Any]) -> dict[str, Any]:
+    """The eval section as it joins a trial's or a teacher's identity (see _EVAL_DEFAULTS_STORED)."""
+    for key, (now, stored) in _EVAL_DEFAULTS_STORED.items():
+        if eval_section.get(key) == now:
+            eval_section[key] = stored
+    return eval_section
+
+
 class TrainingConfig(Strict):
     epochs: int = Field(9, ge=1, description="epochs per task (L2KD: 9; LAMOL's default was 3)")
     lr: float = Field(6.25e-5, gt=0, description="peak AdamW learning rate")
@@ -155,8 +168,12 @@ class EvalConfig(Strict):
     )
     top_k: int = Field(20, ge=1, description="top-k for sampled decoding and pseudo samples")
     temperature: float = Field(1.0, gt=0, description="sampling temperature")
-    tokens_per_batch: int = Field(16384, ge=64, description="prompt+answer tokens per decode batch")
-    max_batch_size: int = Field(256, ge=1, description="most sequences per decode batch")
+    tokens_per_batch: int | None = Field(
+        None, ge=64, description="KV-cache positions a decode batch plans for: rows x (longest "
+        "prompt + new tokens its rows are expected to need); default: what 8 GiB of cache holds on a "
+        "GPU, 2 GiB on a CPU (at most 262,144). Speed and memory only: results do not depend on it "
+        "(top-k draws are keyed by row)")
+    max_batch_size: int = Field(2048, ge=1, description="most sequences per decode batch (speed only)")
     every_epoch: bool = Field(
         False, description="also evaluate every task after every epoch (learning curves)"
     )

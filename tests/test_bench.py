@@ -65,3 +65,38 @@ def test_cli_bench_writes_its_figures(tmp_path):
     assert res.returncode == 0, res.stderr
     figures = json.loads((tmp_path / "b.json").read_text())
     assert figures["train"]["fast"]["tokens_per_s"] > 0 and "tokens/s" in res.stdout
+
+
+def test_the_decoder_loop_counts_forward_calls_by_hand():
+    """Counted by decode's own loop on a model-free decoder: a prompt pass, then one call per token
+    until the look after the longest row's last token (or its budget)."""
+    from l2kd.bench.decoding import BEFORE, count_calls
+    from l2kd.decode import DecodeSettings
+
+    g = {"prompts": [[1], [2], [3]], "budgets": [10] * 3, "expect": [10] * 3, "forced": [2, 5, 1],
+         "max_total": 100}
+    s = count_calls([g], DecodeSettings(check_every=1), planned=True)
+    assert (s.forward_calls, s.batches, s.compactions, s.new_tokens) == (6, 1, 1, 8)
+    # 40 pseudo samples of 10 tokens under a 1,024-token cap: planned by the cap, 16 rows a batch
+    # (3 batches of 11 calls); planned by the expected 10 tokens, one batch, looked at every 8 tokens
+    g = {"prompts": [[1]] * 40, "budgets": [1024] * 40, "expect": [10] * 40, "forced": [10] * 40,
+         "max_total": 1024}
+    assert count_calls([g], BEFORE, planned=False).forward_calls == 33
+    assert count_calls([g], DecodeSettings(), planned=True).forward_calls == 16
+
+
+def test_the_bench_counts_and_times_the_whole_trials_decoding():
+    from l2kd.bench.decoding import measure
+    from l2kd.bench.run import _Setup
+
+    cfg = trial_config(tiny_trial(tasks=["synth.nlg", "synth.state", "synth.sentiment"]))
+    s = _Setup(cfg)
+    d = measure(cfg, s.model, s.tok, s.max_len, s.device, s.amp)
+    kinds = [p.kind for p in d.passes]
+    assert kinds.count("evaluation") == 1 and kinds.count("pseudo") == 2  # before stages 2 and 3
+    ev = d.passes[0]
+    assert ev.times == 3  # after each of 3 stages (before_training is off)
+    assert d.forward_calls == sum(p.times * p.forward_calls for p in d.passes)
+    assert d.forward_calls < d.forward_calls_before
+    assert set(d.measured) == {"evaluation", "pseudo"} and d.seconds > 0
+    assert d.measured["evaluation"]["new_tokens"] == ev.new_tokens  # the whole pass, decoded for real

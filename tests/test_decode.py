@@ -3,7 +3,7 @@
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from l2kd.decode import DecodeSettings, decode, decode_reference, generate_pseudo, pseudo_counts
+from l2kd.decode import DecodeSettings, DecodeStats, decode, decode_reference, generate_pseudo, pseudo_counts
 from l2kd.data.encoding import SpecialIds
 
 CPU = torch.device("cpu")
@@ -59,21 +59,6 @@ def test_top_k_sampling_is_seeded():
     assert run(3) == run(3) and run(3) != run(4)
 
 
-def test_top_k_draws_are_torch_multinomials_draws():
-    """The sampler draws as torch.multinomial(probs, 1) does (the reference's call), minus its checks
-    that read values back from a GPU: the same tokens from the same generator state, leaving it alike."""
-    from l2kd.decode import pick_next
-
-    logits = torch.randn(32, 60, generator=torch.Generator().manual_seed(0))
-    s = DecodeSettings("top_k", top_k=7, temperature=0.9)
-    for seed in range(5):
-        ours, theirs = torch.Generator().manual_seed(seed), torch.Generator().manual_seed(seed)
-        top, idx = (logits / 0.9).topk(7, dim=-1)
-        expected = idx.gather(-1, torch.multinomial(torch.softmax(top, -1), 1, generator=theirs)).squeeze(-1)
-        assert torch.equal(pick_next(logits, s, ours), expected)
-        assert torch.equal(ours.get_state(), theirs.get_state())
-
-
 def test_pseudo_counts_follow_lamol():
     # WOZ -> CNN -> WikiSQL with the paper's sizes: 1,321 then 652 + 652
     assert pseudo_counts(6604, ["woz.en"], 0.2) == {"woz.en": 1321}
@@ -93,3 +78,111 @@ def test_generate_pseudo_parses_and_counts_drops():
     assert stats.kept == len(samples)
     for task, g, q, a in samples:
         assert task == "a" and g == 51 and ids.ans not in q + a and 1 + len(q) + 1 + len(a) <= 24
+
+
+# --------------------------------------------------------------------------- the static-cache path
+def eos_prone_model(vocab=60, seed=0, eos=0, scale=6.0):
+    """A tiny GPT-2 whose EOS logit is often the largest, so rows finish at many different steps."""
+    model = tiny_model(vocab, seed)
+    with torch.no_grad():
+        model.transformer.wte.weight[eos] *= scale
+    return model
+
+
+def _mixed_prompts(n, vocab=60, seed=1, longest=20):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randint(1, vocab - 1, (int(torch.randint(1, longest, (1,), generator=g)),),
+                          generator=g).tolist() for _ in range(n)]
+
+
+def test_gpt2_static_cache_equals_the_generic_path_and_the_reference():
+    model = eos_prone_model()
+    prompts = _mixed_prompts(40)
+    # small batches, a tiny expectation (the cache grows), a look every 2 tokens (compactions)
+    s = DecodeSettings("greedy", tokens_per_batch=200, max_batch_size=16, check_every=2)
+    stats = DecodeStats()
+    fast = decode(model, prompts, 20, eos=0, pad=59, max_total=48, settings=s, device=CPU,
+                  expect=2, stats=stats)
+    generic = decode(model, prompts, 20, eos=0, pad=59, max_total=48, settings=s, device=CPU,
+                     generic=True)
+    alone = [decode_reference(model, p, 20, eos=0, max_total=48, settings=s, device=CPU) for p in prompts]
+    assert fast == generic == alone
+    lengths = {len(o) for o in fast}
+    assert len(lengths) > 3 and 20 in lengths  # rows end at EOS at many steps, some at the budget
+    assert stats.compactions > 0 and stats.batches >= 3
+
+
+def test_top_k_draws_are_keyed_by_row_not_by_batch():
+    """The same row key gives the same sample whatever the batching, and the same as the reference."""
+    from l2kd.decode import row_keys
+
+    model = eos_prone_model(scale=3.0)
+    prompts = _mixed_prompts(24, seed=5)
+    s = DecodeSettings("top_k", top_k=5)
+    one = decode(model, prompts, 12, eos=0, pad=59, max_total=48, settings=s, device=CPU, seed=11)
+    split = decode(model, prompts, 12, eos=0, pad=59, max_total=48, device=CPU, seed=11,
+                   settings=DecodeSettings("top_k", top_k=5, tokens_per_batch=90, check_every=1))
+    keys = row_keys(11, len(prompts), CPU)
+    alone = [decode_reference(model, p, 12, eos=0, max_total=48, settings=s, device=CPU, key=keys[i:i + 1])
+             for i, p in enumerate(prompts)]
+    assert one == split == alone
+    other = decode(model, prompts, 12, eos=0, pad=59, max_total=48, settings=s, device=CPU, seed=12)
+    assert other != one
+
+
+def test_exponential_noise_is_pinned():
+    """The draws of a seed never change: stored pseudo samples stay reproducible run to run."""
+    from l2kd.decode.sampling import exponential_noise
+
+    noise = exponential_noise(torch.tensor([[1, 2], [3, 4]]), 5, 3)
+    expected = torch.tensor([[0.9957, 2.4034, 0.1150], [0.1265, 4.1508, 0.6817]])
+    assert torch.allclose(noise, expected, atol=1e-4), noise
+
+
+def test_the_hash_is_lowbias32_in_exact_32_bit_arithmetic():
+    from l2kd.decode.sampling import _hash32
+
+    def lowbias32(x):  # the published finaliser, on Python's unbounded ints
+        x ^= x >> 16
+        x = (x * 0x7FEB352D) & 0xFFFFFFFF
+        x ^= x >> 15
+        x = (x * 0x846CA68B) & 0xFFFFFFFF
+        return x ^ (x >> 16)
+
+    xs = [0, 1, 2, 12345, 0x7FFFFFFF, 0x80000000, 0xDEADBEEF, 0xFFFFFFFF]
+    assert _hash32(torch.tensor(xs)).tolist() == [lowbias32(x) for x in xs]
+
+
+def test_top_k_samples_follow_the_softmax():
+    """Over many row keys, each of the top-k tokens is drawn with its softmax probability."""
+    from l2kd.decode import pick_next, row_keys
+
+    logits = torch.tensor([[2.0, 1.0, 0.5, 0.0, -1.0, -3.0]]).expand(20000, 6)
+    s = DecodeSettings("top_k", top_k=4, temperature=0.8)
+    draws = pick_next(logits, s, row_keys(3, 20000, CPU), 7)
+    freq = torch.bincount(draws, minlength=6).float() / 20000
+    p = torch.softmax(logits[0, :4] / 0.8, -1)
+    assert freq[4:].sum() == 0
+    assert torch.allclose(freq[:4], p, atol=0.012), (freq, p)
+
+
+def test_forced_lengths_finish_rows_as_an_eos_would():
+    model = tiny_model()
+    prompts = _mixed_prompts(6)
+    s = DecodeSettings("greedy", check_every=1)
+    out = decode(model, prompts, 10, eos=0, pad=59, max_total=48, settings=s, device=CPU,
+                 forced_lengths=[1, 3, 0, 10, 7, 2])
+    assert [len(o) for o in out] == [1, 3, 0, 10, 7, 2]
+    full = decode(model, prompts, 10, eos=0, pad=59, max_total=48, settings=s, device=CPU)
+    assert all(o == f[: len(o)] for o, f in zip(out, full))
+
+
+def test_batches_are_planned_by_expected_not_worst_case_lengths():
+    from l2kd.decode import plan_batches
+
+    s = DecodeSettings(tokens_per_batch=1000, max_batch_size=64)
+    lengths = [1] * 100
+    by_budget = list(plan_batches(range(100), lengths, [999] * 100, s))
+    by_expect = list(plan_batches(range(100), lengths, [39] * 100, s))
+    assert len(by_budget) == 100 and [len(b) for b in by_expect] == [25, 25, 25, 25]
+    assert [len(b) for b in plan_batches(range(100), lengths, [4] * 100, s)] == [64, 36]

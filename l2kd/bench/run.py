@@ -40,6 +40,7 @@ from ..methods import make_method
 from ..model import TargetLogits, build_model, n_positions
 from ..tokenizer import Tokenizer
 from ..trial import forward, resolve_device
+from . import decoding as decode_bench
 from .flops import device_name, peak_tflops, step_flops
 from .reference import ReferenceStep, reference_batch, row_lengths
 
@@ -58,6 +59,7 @@ class BenchOptions:
     peak_tflops: float | None = None  # override the device's peak (required for an MFU on a CPU)
     packing: int = 1  # >1: also run that many trials' fast training at once on this device
     profile: bool = False
+    time_decoding: bool = True  # decode one evaluation and one pseudo pass of the trial for real
 
 
 @dataclass
@@ -83,6 +85,7 @@ class BenchResult:
     generation: dict[str, float] = field(default_factory=dict)
     evaluation: dict[str, float] = field(default_factory=dict)
     projection: dict[str, float] = field(default_factory=dict)
+    decoding: dict[str, Any] = field(default_factory=dict)  # the whole trial's decoding (bench.decoding)
     packing: dict[str, float] = field(default_factory=dict)
     profile: str = ""
 
@@ -354,7 +357,7 @@ def replace_settings(s: _Setup, mode: str) -> DecodeSettings:
 # --------------------------------------------------------------------------- the whole trial
 def projection(s: _Setup, r: BenchResult) -> dict[str, float]:
     """Wall time of the whole trial at the measured rates: training (teachers too, with Word-KD's
-    extra cost), pseudo-sample generation, and evaluation after every stage."""
+    extra cost) and all of its decoding (every pass counted and projected by bench.decoding)."""
     from ..plan import cell_tokens
     from ..teachers import teacher_config
 
@@ -363,25 +366,19 @@ def projection(s: _Setup, r: BenchResult) -> dict[str, float]:
     student = cell_tokens(cfg)
     teachers = sum(cell_tokens(teacher_config(cfg, t)) for t in method.teachers_needed(cfg))
     kd = r.kd_step_ratio if cfg.method.name in ("word_kd", "seq_kd_soft") else 1.0
-    n_evals = len(method.stages(list(cfg.tasks))) + (1 if cfg.eval.before_training else 0)
-    eval_tokens = 0.0  # every evaluation decodes every task's test set (answers about gold length)
-    for t in cfg.tasks:
-        test = load_split(t, "test", cfg.data)
-        eval_tokens += n_evals * sum(len(s.tok.encode(e.answers[0])) + 1 for e in test)
-    gen_ratio = getattr(method.p, "gen_ratio", 0.0)
-    pseudo = 0
-    for k, task in enumerate(cfg.tasks[1:], start=1):
-        n = len(load_split(task, "train", cfg.data))
-        pseudo += sum(pseudo_counts(n, list(cfg.tasks[:k]), gen_ratio).values()) if gen_ratio else 0
-    gen_tokens = pseudo * statistics.fmean(len(row.gen_X) for row in s.rows)
+    d = r.decoding
+    pseudo = sum(p["times"] * p["new_tokens"] for p in d["passes"] if p["kind"] == "pseudo")
+    answers = d["new_tokens"] - pseudo  # evaluation and Seq-KD answers: greedy (or the eval mode)
     rate = r.train["fast, paper" if cfg.training.batch_policy == "paper" else "fast"].tokens_per_s
-    this = (student * kd + teachers) / rate + gen_tokens / r.generation["fast_tokens_per_s"] \
-        + eval_tokens / r.evaluation["fast_tokens_per_s"]
-    ref = (student * kd + teachers) / r.train["reference"].tokens_per_s \
-        + gen_tokens / r.generation["reference_tokens_per_s"] \
-        + eval_tokens / max(r.evaluation["reference_tokens_per_s"], 1e-9)
-    return {"trained_tokens": student, "teacher_tokens": teachers, "pseudo_tokens": gen_tokens,
-            "eval_tokens": eval_tokens, "this_config_s": this, "reference_s": ref, "speedup": ref / this}
+    train_s = (student * kd + teachers) / rate
+    this = train_s + d["seconds"]
+    ref_decode = pseudo / r.generation["reference_tokens_per_s"] \
+        + answers / max(r.evaluation["reference_tokens_per_s"], 1e-9)
+    ref = (student * kd + teachers) / r.train["reference"].tokens_per_s + ref_decode
+    return {"trained_tokens": student, "teacher_tokens": teachers, "pseudo_tokens": pseudo,
+            "eval_tokens": answers, "train_s": train_s, "decode_s": d["seconds"],
+            "decode_share": d["seconds"] / this if this else 0.0, "this_config_s": this,
+            "reference_s": ref, "speedup": ref / this}
 
 
 def run_bench(cfg: TrialConfig, opts: BenchOptions = BenchOptions(),
@@ -411,5 +408,8 @@ def run_bench(cfg: TrialConfig, opts: BenchOptions = BenchOptions(),
     r.generation = generation(s, opts)
     emit("bench", part="evaluation decoding")
     r.evaluation = evaluation(s, opts)
+    emit("bench", part="the trial's decoding: every pass counted, one of each kind timed")
+    r.decoding = decode_bench.measure(cfg, s.model, s.tok, s.max_len, s.device, s.amp,
+                                      time_passes=opts.time_decoding).to_dict()
     r.projection = projection(s, r)
     return r

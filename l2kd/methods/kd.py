@@ -93,7 +93,7 @@ def decode_teacher_answers(source: TeacherSource, examples: list[Example], mode:
     prompts = [encode_prompt(c, q, ids, max_len) for c, q in zip(C, Q)]
     outs = decode(model, prompts, longest, eos=ids.eos, pad=ids.pad, max_total=max_len,
                   settings=replace(settings, mode=mode), device=device, amp_dtype=amp_dtype,
-                  generator=torch.Generator(device=device).manual_seed(seed))
+                  seed=seed)
     # As the reference's test decoder: decode with LAMOL's clean-up, several answers split at __pad__.
     answers = [tuple(clean_up_tokenization(tok.decode(part)) for part in split_answers(o, ids.pad))
                for o in outs]

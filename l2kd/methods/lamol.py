@@ -27,10 +27,13 @@ class Lamol(QALMMethod):
         if not counts:
             return [], {}
         tokens = {t: ctx.tokenizer.task_id(t) for t in previous}
+        # a sample is expected to be about as long as that task's longest real row (it sizes the
+        # batches; LAMOL's cap, EOS or the model's length, still ends every sample)
+        expect = {t: max(len(r.cqa) for r in ctx.train_rows(t)) for t in previous}
         samples, stats = generate_pseudo(
             ctx.model, tokens, counts, ctx.tokenizer.ids, max_total=ctx.max_len,
             settings=ctx.decode_settings(), device=ctx.device, amp_dtype=ctx.amp_dtype,
-            generator=ctx.generator("pseudo", ctx.stage), stats=ctx.decode_stats)
+            seed=ctx.seed("pseudo", ctx.stage), stats=ctx.decode_stats, expect=expect)
         ids = ctx.tokenizer.ids
         rows: list[TrainRow] = [encode_train([], q, a, g, ids, ctx.max_len, task, is_pseudo=True)
                                 for task, g, q, a in samples]
