@@ -3,7 +3,7 @@
 PYTHON ?= python3
 TORCH_CPU ?= torch==2.13.0
 
-.PHONY: setup demo test
+.PHONY: setup demo test bench-gpu-prep bench-gpu
 setup: .setup-stamp
 
 # torch first (a local CPU build here; an installed torch, e.g. a GPU build, is kept), then DeepSpeed
@@ -19,3 +19,16 @@ demo: setup
 
 test: setup
 	$(PYTHON) -m pytest -q
+
+# The device check (see README, "The device check"): prep here, where ../shared exists, then carry .gpu/
+# with the tree to a GPU machine and run `make bench-gpu` there (OUT=folder for the figures).
+SHARED ?= ../shared
+bench-gpu-prep:
+	mkdir -p .gpu/data .gpu/tok .gpu/whl
+	cp $(SHARED)/tools/gpu-check/whl/*.whl .gpu/whl/
+	cp $(SHARED)/data/l2kd-nlg/*-train-v2.0.json $(SHARED)/data/l2kd-nlg/*-test-v2.0.json .gpu/data/
+	cp $(SHARED)/data/gpt2-tokenizer/encoder.json $(SHARED)/data/gpt2-tokenizer/vocab.bpe .gpu/tok/
+	du -sh .gpu
+
+bench-gpu:
+	bash tools/bench-gpu.sh

@@ -332,6 +332,49 @@ def _rate(x: float | None, unit: str = "") -> str:
     return f"{x:,.0f}{unit}" if x >= 100 else f"{x:.3g}{unit}"
 
 
+def _print_training(r, cfg) -> None:
+    f, fp, ref = r.train["fast"], r.train["fast, paper"], r.train["reference"]
+    t = Table(title="training (same rows; fast: token-budget batches; reference-style: the paper's "
+                    "batches, fp32, two full-vocabulary passes)")
+    for col in ("", "fast", "fast, paper batches", "reference-style", "fast / reference"):
+        t.add_column(col, justify="right")
+    t.add_row("tokens/s", _rate(f.tokens_per_s), _rate(fp.tokens_per_s), _rate(ref.tokens_per_s),
+              f"{f.tokens_per_s / ref.tokens_per_s:.2f}x")
+    t.add_row("examples/step", f"{f.examples_per_step:.1f}", f"{fp.examples_per_step:.1f}",
+              f"{ref.examples_per_step:.1f}", "")
+    t.add_row("first steps, s (untimed)", f"{f.warmup_s:.1f}", f"{fp.warmup_s:.1f}", "",
+              "compiling" if cfg.training.compile else "")
+    if f.syncs_per_step is not None:
+        t.add_row("host waits on the GPU / step", f"{f.syncs_per_step:.0f}", "", "",
+                  ", ".join(f.sync_sites[:3]))
+    t.add_row("model TFLOP/s", f"{f.tflops:.3g}", f"{fp.tflops:.3g}", f"{ref.tflops:.3g}",
+              f"{f.tflops / ref.tflops:.2f}x")
+    mfu = lambda x: "-" if x is None else f"{100 * x:.1f}%"  # noqa: E731
+    t.add_row("MFU", mfu(f.mfu), mfu(fp.mfu), mfu(ref.mfu), "" if f.mfu is None else "(needs a peak)")
+    out.print(t)
+    fa = r.faithfulness
+    out.print(f"faithfulness: fast vs reference-style loss on {fa['batches']} identical batches (fp32): "
+              f"max |difference| {fa['max_abs_diff']:.2e} (loss about {fa['mean_loss']:.3f})", highlight=False)
+    out.print(f"Word-KD: a step with the teacher's forward and the KL term takes {r.kd_step_ratio:.2f}x "
+              "a plain step", highlight=False)
+
+
+def _print_decoding(r) -> None:
+    g, e = r.generation, r.evaluation
+    t = Table(title="decoding (batched KV cache, finished rows dropped; reference: one sequence at a "
+                    "time, whole prefix every step)")
+    for col in ("", "fast tokens/s", "reference tokens/s", "fast / reference", "notes"):
+        t.add_column(col, justify="right")
+    t.add_row("pseudo samples (top-k)", _rate(g["fast_tokens_per_s"]), _rate(g["reference_tokens_per_s"]),
+              f"{g['ratio']:.1f}x", f"{g['samples']} samples x {g['tokens_each']} tokens")
+    t.add_row("evaluation (greedy)", _rate(e["fast_tokens_per_s"]), _rate(e["reference_tokens_per_s"]),
+              f"{e['ratio']:.1f}x", f"identical answers {e['identical_outputs']}")
+    out.print(t)
+    _print_trial_decoding(r.decoding)
+    if r.decoding.get("profile"):
+        out.print("top operators of decoding, " + r.decoding["profile"], markup=False, highlight=False)
+
+
 def _print_trial_decoding(d: dict) -> None:
     """The whole trial's decoding, pass by pass (bench.decoding)."""
     t = Table(title="the trial's decoding (rows end at their data's lengths; sequential forward calls "
@@ -355,6 +398,14 @@ def _print_trial_decoding(d: dict) -> None:
                   f"{m['graph_replays']} graph replays", highlight=False)
 
 
+def _bench_parts(value: str) -> str:
+    parts = [p.strip() for p in value.split(",") if p.strip()]
+    bad = [p for p in parts if p not in ("training", "decoding")]
+    if bad or not parts:
+        raise argparse.ArgumentTypeError(f"{value!r}: name training, decoding or both (comma-separated)")
+    return ",".join(parts)
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     import json
 
@@ -363,55 +414,27 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     cfg = _bench_config(args.config, args.set)
     opts = BenchOptions(steps=args.steps, peak_tflops=args.peak_tflops, packing=args.packing,
-                        profile=args.profile)
+                        profile=args.profile, parts=tuple(args.parts.split(",")),
+                        decode_graphs=False if args.no_decode_graphs else None)
     with console.status("benchmarking") as status:
         r = run_bench(cfg, opts, on_event=lambda name, **e: status.update(f"benchmarking: {e['part']}"))
-        if args.packing > 1:
+        if args.packing > 1 and r.train:
             status.update(f"benchmarking: {args.packing} trials packed on one device")
             r.packing = packed_throughput(cfg, opts, r.train["fast"].tokens_per_s)
     m = r.model
     out.print(f"{r.device}, {r.precision}; GPT-2 {m['n_layer']} layers x {m['n_embd']}, vocab {m['vocab']:,}, "
               f"{m['parameters'] / 1e6:.1f}M parameters; task {m['task']} ({m['rows']} rows, "
               f"{'QA+LM' if m['with_lm'] else 'QA'})", highlight=False)
-    f, fp, ref = r.train["fast"], r.train["fast, paper"], r.train["reference"]
-    t = Table(title="training (same rows; fast: token-budget batches; reference-style: the paper's "
-                    "batches, fp32, two full-vocabulary passes)")
-    for col in ("", "fast", "fast, paper batches", "reference-style", "fast / reference"):
-        t.add_column(col, justify="right")
-    t.add_row("tokens/s", _rate(f.tokens_per_s), _rate(fp.tokens_per_s), _rate(ref.tokens_per_s),
-              f"{f.tokens_per_s / ref.tokens_per_s:.2f}x")
-    t.add_row("examples/step", f"{f.examples_per_step:.1f}", f"{fp.examples_per_step:.1f}",
-              f"{ref.examples_per_step:.1f}", "")
-    t.add_row("first steps, s (untimed)", f"{f.warmup_s:.1f}", f"{fp.warmup_s:.1f}", "",
-              "compiling" if cfg.training.compile else "")
-    if f.syncs_per_step is not None:
-        t.add_row("host waits on the GPU / step", f"{f.syncs_per_step:.0f}", "", "",
-                  ", ".join(f.sync_sites[:3]))
-    t.add_row("model TFLOP/s", f"{f.tflops:.3g}", f"{fp.tflops:.3g}", f"{ref.tflops:.3g}",
-              f"{f.tflops / ref.tflops:.2f}x")
-    mfu = lambda x: "-" if x is None else f"{100 * x:.1f}%"  # noqa: E731
-    t.add_row("MFU", mfu(f.mfu), mfu(fp.mfu), mfu(ref.mfu), "" if f.mfu is None else "(needs a peak)")
-    out.print(t)
-    g, e, pr = r.generation, r.evaluation, r.projection
-    t = Table(title="decoding (batched KV cache, finished rows dropped; reference: one sequence at a "
-                    "time, whole prefix every step)")
-    for col in ("", "fast tokens/s", "reference tokens/s", "fast / reference", "notes"):
-        t.add_column(col, justify="right")
-    t.add_row("pseudo samples (top-k)", _rate(g["fast_tokens_per_s"]), _rate(g["reference_tokens_per_s"]),
-              f"{g['ratio']:.1f}x", f"{g['samples']} samples x {g['tokens_each']} tokens")
-    t.add_row("evaluation (greedy)", _rate(e["fast_tokens_per_s"]), _rate(e["reference_tokens_per_s"]),
-              f"{e['ratio']:.1f}x", f"identical answers {e['identical_outputs']}")
-    out.print(t)
-    _print_trial_decoding(r.decoding)
-    fa = r.faithfulness
-    out.print(f"faithfulness: fast vs reference-style loss on {fa['batches']} identical batches (fp32): "
-              f"max |difference| {fa['max_abs_diff']:.2e} (loss about {fa['mean_loss']:.3f})", highlight=False)
-    out.print(f"Word-KD: a step with the teacher's forward and the KL term takes {r.kd_step_ratio:.2f}x "
-              "a plain step", highlight=False)
-    out.print(f"projected whole trial ({', '.join(cfg.tasks)}; {pr['trained_tokens'] / 1e6:.2f}M trained "
-              f"tokens, {pr['teacher_tokens'] / 1e6:.2f}M for teachers): this config "
-              f"{pr['this_config_s'] / 60:.1f} min (decoding {100 * pr['decode_share']:.0f} %), "
-              f"reference-style {pr['reference_s'] / 60:.1f} min ({pr['speedup']:.1f}x)", highlight=False)
+    if r.train:
+        _print_training(r, cfg)
+    if r.decoding:
+        _print_decoding(r)
+    if r.projection:
+        pr = r.projection
+        out.print(f"projected whole trial ({', '.join(cfg.tasks)}; {pr['trained_tokens'] / 1e6:.2f}M trained "
+                  f"tokens, {pr['teacher_tokens'] / 1e6:.2f}M for teachers): this config "
+                  f"{pr['this_config_s'] / 60:.1f} min (decoding {100 * pr['decode_share']:.0f} %), "
+                  f"reference-style {pr['reference_s'] / 60:.1f} min ({pr['speedup']:.1f}x)", highlight=False)
     if r.packing:
         p = r.packing
         out.print(f"packing {p['trials']} trials on this device: {_rate(p['aggregate_tokens_per_s'])} tokens/s "
@@ -626,7 +649,12 @@ def build_parser() -> argparse.ArgumentParser:
                    "are looked up; a CPU needs this)")
     p.add_argument("--packing", type=_positive_count, default=1, metavar="K",
                    help="also run K trials' training at once on this device and report the gain")
-    p.add_argument("--profile", action="store_true", help="print the fast path's top operators")
+    p.add_argument("--profile", action="store_true",
+                   help="print the top operators of the fast training path and of a decoding batch")
+    p.add_argument("--parts", type=_bench_parts, default="training,decoding", metavar="PARTS",
+                   help="what to measure: training, decoding or both (default training,decoding)")
+    p.add_argument("--no-decode-graphs", action="store_true",
+                   help="decode eagerly on a GPU (CUDA graphs are on by default there)")
     p.add_argument("--out", metavar="FILE.json", help="also write every figure as JSON")
     p.set_defaults(fn=cmd_bench)
 

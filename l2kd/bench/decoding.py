@@ -76,6 +76,7 @@ class DecodingFigures:
     new_tokens: int = 0
     seconds: float = 0.0  # projected decoding time of the whole trial
     measured: dict[str, dict[str, float]] = field(default_factory=dict)  # the timed passes
+    profile: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -221,9 +222,46 @@ def _time_pass(model, p: Pass, cfg, device, amp_dtype, graphs: bool | None) -> t
     return time.perf_counter() - t0, stats
 
 
+def _bandwidth_bound_s(model, stats: DecodeStats, amp_dtype, device: torch.device) -> float | None:
+    """The least time the pass could take on this GPU: every step reads the weights once (in the
+    autocast dtype) and each row's filled KV cache; None off a GPU of known bandwidth."""
+    if device.type != "cuda":
+        return None
+    from .flops import bandwidth_for_name, device_name
+
+    tbps = bandwidth_for_name(device_name(device))
+    if not tbps:
+        return None
+    dtype = amp_dtype or torch.float32
+    weight_bytes = sum(p.numel() for p in model.parameters()) * torch.finfo(dtype).bits // 8
+    cache_bytes = stats.cache_positions_read * kv_bytes_per_position(model.config, dtype)
+    return (stats.forward_calls * weight_bytes + cache_bytes) / (tbps * 1e12)
+
+
+def profile_batch(model, p: Pass, cfg, device, amp_dtype, graphs: bool | None, rows: int = 256) -> str:
+    """The top operators of decoding the first `rows` rows of pass `p` (after a warm-up of them)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    g = p.groups[0]
+    s = _settings(cfg, p.mode)
+    n = min(rows, len(g["prompts"]))
+    run = lambda: decode(model, g["prompts"][:n], g["budgets"][:n], eos=-1, pad=0,  # noqa: E731
+                         max_total=g["max_total"], settings=s, device=device, amp_dtype=amp_dtype,
+                         expect=g["expect"][:n], forced_lengths=g["forced"][:n],
+                         keys=row_keys(0, n, torch.device("cpu")), graphs=graphs)
+    run()
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=acts) as prof:
+        run()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+    key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    return f"{n} rows of {p.label}:\n" + prof.key_averages().table(sort_by=key, row_limit=12)
+
+
 def measure(cfg, model, tokenizer: Tokenizer, max_len: int, device: torch.device,
             amp_dtype: torch.dtype | None, graphs: bool | None = None,
-            time_passes: bool = True) -> DecodingFigures:
+            time_passes: bool = True, profile: bool = False) -> DecodingFigures:
     """Count every pass of the trial's decoding; time one evaluation pass and the largest pseudo
     pass (when `time_passes`) and project the rest from their tokens/s."""
     work = Workload(cfg, tokenizer, max_len)
@@ -241,12 +279,17 @@ def measure(cfg, model, tokenizer: Tokenizer, max_len: int, device: torch.device
                 continue
             seconds, stats = _time_pass(model, p, cfg, device, amp_dtype, graphs)
             rates[kind] = stats.new_tokens / seconds
+            bound = _bandwidth_bound_s(model, stats, amp_dtype, device)
             figs.measured[kind] = {"label": p.label, "seconds": seconds, "new_tokens": stats.new_tokens,
                                    "tokens_per_s": rates[kind], "forward_calls": stats.forward_calls,
                                    "ms_per_call": 1e3 * seconds / max(1, stats.forward_calls),
                                    "batches": stats.batches, "host_checks": stats.host_checks,
-                                   "compactions": stats.compactions, "graph_replays": stats.graph_replays}
+                                   "compactions": stats.compactions, "graph_replays": stats.graph_replays,
+                                   "bandwidth_bound_s": bound,
+                                   "bandwidth_fraction": bound / seconds if bound else None}
     per_position = kv_bytes_per_position(model.config, amp_dtype or torch.float32)
+    if profile:
+        figs.profile = profile_batch(model, work.passes[0], cfg, device, amp_dtype, graphs)
     for p in work.passes:
         s = _settings(cfg, p.mode)
         now = count_calls(p.groups, s, planned=True, bytes_per_position=per_position, device=device)

@@ -38,6 +38,29 @@ PEAK_TFLOPS: dict[str, dict[str, float]] = {
 }
 
 
+# Memory bandwidth, TB/s, from the same data sheets (HBM3e H200 4.8; H100 SXM 3.35, PCIe 2.0, NVL 3.9;
+# A100 80GB 2.039 (40GB 1.555); L40S 0.864; L4 0.3; A10 0.6; V100 0.9; T4 0.32): what bounds decoding,
+# which reads every weight and the KV cache once per token.
+PEAK_TBPS: dict[str, float] = {
+    "H200": 4.8, "H100 PCIe": 2.0, "H100 NVL": 3.9, "H100": 3.35, "A100-SXM4-40GB": 1.555,
+    "A100-PCIE-40GB": 1.555, "A100": 2.039, "L40S": 0.864, "L4": 0.3, "A10": 0.6, "V100": 0.9,
+    "T4": 0.32,
+}
+
+
+def _lookup(table: dict, name: str):
+    for fragment, value in table.items():  # whole words: "A10" is not "A100", "L4" not "L40S";
+        # the first match counts, so a variant ("H100 PCIe") is listed before its family ("H100")
+        if re.search(rf"\b{re.escape(fragment)}\b", name):
+            return value
+    return None
+
+
+def bandwidth_for_name(name: str) -> float | None:
+    """The memory bandwidth (TB/s) of the GPU called `name`; None if unknown."""
+    return _lookup(PEAK_TBPS, name)
+
+
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
@@ -57,11 +80,8 @@ def peak_tflops(device: torch.device, precision: str, override: float | None = N
 
 def peak_for_name(name: str, precision: str) -> float | None:
     """The dense peak of the GPU called `name` (as CUDA names it) for `precision`; None if unknown."""
-    for fragment, peaks in PEAK_TFLOPS.items():  # whole words: "A10" is not "A100", "L4" not "L40S";
-        # the first match counts, so a variant ("H100 PCIe") is listed before its family ("H100")
-        if re.search(rf"\b{fragment}\b", name):
-            return peaks.get(precision)
-    return None
+    peaks = _lookup(PEAK_TFLOPS, name)
+    return peaks.get(precision) if peaks else None
 
 
 def block_params(model) -> int:

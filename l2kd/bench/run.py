@@ -60,6 +60,8 @@ class BenchOptions:
     packing: int = 1  # >1: also run that many trials' fast training at once on this device
     profile: bool = False
     time_decoding: bool = True  # decode one evaluation and one pseudo pass of the trial for real
+    decode_graphs: bool | None = None  # CUDA graphs for GPT-2 decoding (None: on a GPU)
+    parts: tuple[str, ...] = ("training", "decoding")  # what to measure
 
 
 @dataclass
@@ -345,8 +347,13 @@ def evaluation(s: _Setup, opts: BenchOptions) -> dict[str, float]:
     fast, ref = fast_stats.new_tokens / fast_dt, ref_stats.new_tokens / max(ref_dt, 1e-9)
     # bf16 can break a near-tie differently in a batch than alone; fp32 must agree exactly
     same = sum(a == b for a, b in zip(outs[:k], ref_outs))
-    return {"fast_tokens_per_s": fast, "reference_tokens_per_s": ref, "ratio": fast / ref if ref else 0.0,
-            "prompts": len(prompts), "answer_budget": budget, "identical_outputs": f"{same}/{k}"}
+    out = {"fast_tokens_per_s": fast, "reference_tokens_per_s": ref, "ratio": fast / ref if ref else 0.0,
+           "prompts": len(prompts), "answer_budget": budget, "identical_outputs": f"{same}/{k}"}
+    if s.device.type == "cuda":  # CUDA graphs replay the eager step's kernels: the same answers
+        eager = decode(model, prompts, budget, eos=s.tok.ids.eos, pad=s.tok.ids.pad, max_total=s.max_len,
+                       settings=settings, device=s.device, amp_dtype=s.amp, graphs=False)
+        out["graphs_match_eager"] = f"{sum(a == b for a, b in zip(outs, eager))}/{len(outs)}"
+    return out
 
 
 def replace_settings(s: _Setup, mode: str) -> DecodeSettings:
@@ -391,25 +398,29 @@ def run_bench(cfg: TrialConfig, opts: BenchOptions = BenchOptions(),
         "positions": s.max_len, "parameters": sum(p.numel() for p in s.model.parameters()),
         "task": s.task, "rows": len(s.rows), "with_lm": s.with_lm})
     n = opts.warmup + opts.steps
-    emit("bench", part="training: fast path")
-    r.train["fast"], prof = fast_path(s, s.plan("tokens", n), s.precision, opts, profile=opts.profile)
-    r.profile = prof
-    emit("bench", part="training: fast path, paper batches")
-    r.train["fast, paper"], _ = fast_path(s, s.plan("paper", n), s.precision, opts)
-    emit("bench", part="training: reference-style path")
-    r.train["reference"] = reference_path(s, s.plan("paper", n), opts)
-    emit("bench", part="faithfulness")
-    r.faithfulness = faithfulness(s, s.plan("paper", 4, seed=1))
-    emit("bench", part="Word-KD teacher cost")
-    teacher = TargetLogits.frozen(s.fresh_model(), s.amp, cfg.training.compile)
-    with_teacher, _ = fast_path(s, s.plan("tokens", n), s.precision, opts, teacher=teacher)
-    r.kd_step_ratio = r.train["fast"].steps_per_s / with_teacher.steps_per_s
-    emit("bench", part="generation")
-    r.generation = generation(s, opts)
-    emit("bench", part="evaluation decoding")
-    r.evaluation = evaluation(s, opts)
-    emit("bench", part="the trial's decoding: every pass counted, one of each kind timed")
-    r.decoding = decode_bench.measure(cfg, s.model, s.tok, s.max_len, s.device, s.amp,
-                                      time_passes=opts.time_decoding).to_dict()
-    r.projection = projection(s, r)
+    if "training" in opts.parts:
+        emit("bench", part="training: fast path")
+        r.train["fast"], prof = fast_path(s, s.plan("tokens", n), s.precision, opts, profile=opts.profile)
+        r.profile = prof
+        emit("bench", part="training: fast path, paper batches")
+        r.train["fast, paper"], _ = fast_path(s, s.plan("paper", n), s.precision, opts)
+        emit("bench", part="training: reference-style path")
+        r.train["reference"] = reference_path(s, s.plan("paper", n), opts)
+        emit("bench", part="faithfulness")
+        r.faithfulness = faithfulness(s, s.plan("paper", 4, seed=1))
+        emit("bench", part="Word-KD teacher cost")
+        teacher = TargetLogits.frozen(s.fresh_model(), s.amp, cfg.training.compile)
+        with_teacher, _ = fast_path(s, s.plan("tokens", n), s.precision, opts, teacher=teacher)
+        r.kd_step_ratio = r.train["fast"].steps_per_s / with_teacher.steps_per_s
+    if "decoding" in opts.parts:
+        emit("bench", part="generation")
+        r.generation = generation(s, opts)
+        emit("bench", part="evaluation decoding")
+        r.evaluation = evaluation(s, opts)
+        emit("bench", part="the trial's decoding: every pass counted, one of each kind timed")
+        r.decoding = decode_bench.measure(cfg, s.model, s.tok, s.max_len, s.device, s.amp,
+                                          graphs=opts.decode_graphs, time_passes=opts.time_decoding,
+                                          profile=opts.profile).to_dict()
+    if r.train and r.decoding:
+        r.projection = projection(s, r)
     return r

@@ -109,7 +109,7 @@ class _Decoder:
         next_pos = pos[:, -1] + 1
         out = torch.full((n + 1, longest), pad, dtype=torch.long, device=dev)
         count = torch.zeros(n + 1, dtype=torch.long, device=dev)
-        calls, t = 1, 0
+        calls, t, read = 1, 0, 0
         while True:
             tok = pick_next(logits, s, keys, t)
             # a row that emits EOS (not kept) or, under a forced length, reaches it, is finished
@@ -142,6 +142,7 @@ class _Decoder:
             logits = stepper.step(tok, next_pos)
             next_pos = next_pos + 1
             calls += 1
+            read += stepper.rows * (L + t)
         out, count = out[:n].cpu(), count[:n].tolist()
         generated = [out[r, : count[r]].tolist() for r in range(n)]
         if self.stats is not None:
@@ -149,6 +150,7 @@ class _Decoder:
             self.stats.new_tokens += sum(count)
             self.stats.forward_calls += calls
             self.stats.batches += 1
+            self.stats.cache_positions_read += read
         return generated
 
 

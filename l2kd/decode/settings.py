@@ -52,6 +52,7 @@ class DecodeStats:
     compactions: int = 0  # finished rows dropped from a batch's cache
     host_checks: int = 0  # the host waiting for the device to ask which rows are still alive
     graph_replays: int = 0  # steps run as a captured CUDA graph
+    cache_positions_read: int = 0  # sum over steps of rows x filled cache columns (a bandwidth bound)
 
 
 def amp(device: torch.device, dtype: torch.dtype | None):
