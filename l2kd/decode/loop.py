@@ -171,14 +171,14 @@ def decode(model, prompts: list[list[int]], max_new: int | list[int], *, eos: in
     `graphs`: CUDA graphs for GPT-2 (default: on a GPU); `generic`: the Hugging Face forward even for
     a GPT-2 (the tests' and the bench's comparison). Returns the new tokens of each prompt.
     """
-    dec = lambda: _Decoder(model, device, amp_dtype, settings, stats, graphs, generic)  # noqa: E731
     was_training = model.training
     model.eval()
-    # One autocast region for all of it: autocast keeps the casts of a trained model's weights for as
-    # long as its region lasts (the GPT-2 stepper casts them once itself).
     try:
-        with amp(device, amp_dtype):
-            return decode_with(dec, prompts, max_new, eos=eos, pad=pad, max_total=max_total,
+        dec = _Decoder(model, device, amp_dtype, settings, stats, graphs, generic)
+        # One autocast region for all of it: autocast keeps the casts of a trained model's weights
+        # for as long as its region lasts (the GPT-2 stepper casts them once itself)
+        with amp(device, amp_dtype, cache_enabled=dec.graphs is None):
+            return decode_with(lambda: dec, prompts, max_new, eos=eos, pad=pad, max_total=max_total,
                                settings=settings, generator=generator, stats=stats, expect=expect,
                                seed=seed, keys=keys, forced_lengths=forced_lengths)
     finally:

@@ -55,8 +55,9 @@ class DecodeStats:
     cache_positions_read: int = 0  # sum over steps of rows x filled cache columns (a bandwidth bound)
 
 
-def amp(device: torch.device, dtype: torch.dtype | None):
-    """Autocast to `dtype` on `device`, or nothing for fp32."""
+def amp(device: torch.device, dtype: torch.dtype | None, cache_enabled: bool = True):
+    """Autocast to `dtype` on `device`, or nothing for fp32. CUDA graph capture needs autocast's
+    weight-cast cache off (cached casts made during a capture would be freed under the graph)."""
     if dtype is None:
         return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)
+    return torch.autocast(device_type=device.type, dtype=dtype, cache_enabled=cache_enabled)
