@@ -5,6 +5,7 @@
 # trial at GPT-2-small shape (grids/bench/nlg5-small.yaml) within a deadline, every figure as JSON in $OUT.
 # Each step is cut at its share of the deadline, so a hang costs that step only.
 #   OUT=folder (default runs/bench-gpu)  CONFIG=trial or grid file  DEADLINE_S=450  STEPS=30
+#   STEP_S=seconds (each step's limit instead of its share; the CPU test's slow machine)
 #   EXTRA="--set KEY=VALUE ..." (added to every bench run)
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -30,7 +31,7 @@ fi
 read -r -a EXTRA_ARGS <<< "${EXTRA:-}"
 
 step() {  # step SECONDS NAME ARGS...: one bench run under min(SECONDS, time left), output to the log
-  local want=$1 name=$2; shift 2
+  local want=${STEP_S:-$1} name=$2; shift 2
   local left=$((DEADLINE - SECONDS)); local t=$(( want < left ? want : left ))
   if ((t < 20)); then echo "=== SKIPPED (no time left): $name" | tee -a "$LOG"; return; fi
   echo "=== $(date +%T) [${t}s] $name" | tee -a "$LOG"

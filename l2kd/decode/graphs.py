@@ -84,9 +84,14 @@ class GraphedSteps:
         key = (stepper.rows, stepper.width)
         g = self.graphs.get(key)
         if g is None:
-            # this step runs eagerly (it also warms up the kernels the capture records); the
-            # capture records the next steps without running them, so the state moves once
-            out = stepper._step(tokens, pos)
+            # this step runs eagerly on a side stream, as PyTorch asks of a warm-up before a capture
+            # (libraries set up their handles and workspaces outside the graph); the capture then
+            # records the step without running it, so the state moves once
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                out = stepper._step(tokens, pos)
+            torch.cuda.current_stream().wait_stream(side)
             self._capture(stepper, key, tokens, pos)
             return out
         g.tokens.copy_(tokens)
