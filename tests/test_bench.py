@@ -76,13 +76,14 @@ def test_the_decoder_loop_counts_forward_calls_by_hand():
     g = {"prompts": [[1], [2], [3]], "budgets": [10] * 3, "expect": [10] * 3, "forced": [2, 5, 1],
          "max_total": 100}
     s = count_calls([g], DecodeSettings(check_every=1), planned=True)
-    assert (s.forward_calls, s.batches, s.compactions, s.new_tokens) == (6, 1, 1, 8)
+    assert (s.forward_calls, s.batches, s.compactions, s.new_tokens) == (6, 1, 2, 8)  # a CPU compacts at once
     # 40 pseudo samples of 10 tokens under a 1,024-token cap: planned by the cap, 16 rows a batch
     # (3 batches of 11 calls); planned by the expected 10 tokens, one batch, looked at every 8 tokens
     g = {"prompts": [[1]] * 40, "budgets": [1024] * 40, "expect": [10] * 40, "forced": [10] * 40,
          "max_total": 1024}
     assert count_calls([g], BEFORE, planned=False).forward_calls == 33
-    assert count_calls([g], DecodeSettings(), planned=True).forward_calls == 16
+    assert count_calls([g], DecodeSettings(compaction="lazy"), planned=True).forward_calls == 16
+    assert count_calls([g], DecodeSettings(), planned=True).forward_calls == 11  # a CPU looks every token
 
 
 def test_the_bench_counts_and_times_the_whole_trials_decoding():

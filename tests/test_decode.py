@@ -99,7 +99,8 @@ def test_gpt2_static_cache_equals_the_generic_path_and_the_reference():
     model = eos_prone_model()
     prompts = _mixed_prompts(40)
     # small batches, a tiny expectation (the cache grows), a look every 2 tokens (compactions)
-    s = DecodeSettings("greedy", tokens_per_batch=200, max_batch_size=16, check_every=2)
+    s = DecodeSettings("greedy", tokens_per_batch=200, max_batch_size=16, check_every=2,
+                       compaction="lazy")  # the GPU's policy
     stats = DecodeStats()
     fast = decode(model, prompts, 20, eos=0, pad=59, max_total=48, settings=s, device=CPU,
                   expect=2, stats=stats)
@@ -121,7 +122,8 @@ def test_top_k_draws_are_keyed_by_row_not_by_batch():
     s = DecodeSettings("top_k", top_k=5)
     one = decode(model, prompts, 12, eos=0, pad=59, max_total=48, settings=s, device=CPU, seed=11)
     split = decode(model, prompts, 12, eos=0, pad=59, max_total=48, device=CPU, seed=11,
-                   settings=DecodeSettings("top_k", top_k=5, tokens_per_batch=90, check_every=1))
+                   settings=DecodeSettings("top_k", top_k=5, tokens_per_batch=90, check_every=3,
+                                          compaction="lazy"))
     keys = row_keys(11, len(prompts), CPU)
     alone = [decode_reference(model, p, 12, eos=0, max_total=48, settings=s, device=CPU, key=keys[i:i + 1])
              for i, p in enumerate(prompts)]
@@ -186,3 +188,12 @@ def test_batches_are_planned_by_expected_not_worst_case_lengths():
     by_expect = list(plan_batches(range(100), lengths, [39] * 100, s))
     assert len(by_budget) == 100 and [len(b) for b in by_expect] == [25, 25, 25, 25]
     assert [len(b) for b in plan_batches(range(100), lengths, [4] * 100, s)] == [64, 36]
+
+
+def test_both_compaction_policies_give_the_same_answers():
+    model = eos_prone_model()
+    prompts = _mixed_prompts(30, seed=9)
+    run = lambda policy, mode: decode(model, prompts, 15, eos=0, pad=59, max_total=48, device=CPU, seed=2,  # noqa: E731
+                                      settings=DecodeSettings(mode, check_every=4, compaction=policy))
+    for mode in ("greedy", "top_k"):
+        assert run("eager", mode) == run("lazy", mode) == run("auto", mode)

@@ -105,6 +105,8 @@ class _CountingDecoder(decode_loop._Decoder):
                  device: torch.device):
         self.device, self.s, self.stats, self.fast, self.graphs = torch.device("cpu"), settings, stats, False, None
         self.bytes_per_position, self.planned_for = bytes_per_position, device
+        self.host_is_device = settings.compaction == "eager" or (  # the policy of the device counted for
+            settings.compaction == "auto" and device.type == "cpu")
 
     def tokens_per_batch(self) -> int:
         return self.s.tokens_per_batch or auto_tokens_per_batch(self.bytes_per_position, self.planned_for.type)

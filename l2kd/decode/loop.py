@@ -9,9 +9,10 @@ How the work is laid out, and why:
   a task's rows really have), not from the worst-case budget, so a batch holds hundreds of rows; a
   row may still run to its budget (LAMOL's cap: EOS or `max_total` tokens) and its batch's cache
   then grows.
-- Finished rows stay in the batch under a mask; the host looks at which rows are alive only every
-  `check_every` tokens (each look is a wait for the device) and compacts the batch, dropping finished
-  rows from the cache, only when at most half of it is alive.
+- Finished rows stay in the batch under a mask; on a GPU the host looks at which rows are alive only
+  every `check_every` tokens (each look is a wait for the device) and compacts the batch, dropping
+  finished rows from the cache, only when at most half of it is alive. On a CPU, where a look costs
+  nothing and a finished row costs its arithmetic, it looks at every token and compacts at once.
 - GPT-2 decodes over a preallocated cache with its own step (steppers.GPT2Stepper), replayed as CUDA
   graphs on a GPU (graphs.py); any other model through its Hugging Face forward (steppers.HFStepper).
 """
@@ -67,6 +68,9 @@ class _Decoder:
         use_graphs = self.fast and device.type == "cuda" if graphs is None else (graphs and self.fast)
         self.graphs = GraphedSteps() if use_graphs else None
         self.bytes_per_position = kv_bytes_per_position(model.config, amp_dtype or torch.float32)
+        # on a CPU a look at the rows is free (nothing to wait for): every token, as the decoder did
+        self.host_is_device = settings.compaction == "eager" or (settings.compaction == "auto"
+                                                                 and device.type == "cpu")
 
     def tokens_per_batch(self) -> int:
         """The settings' planning budget, or what the cache budget of this device holds."""
@@ -121,14 +125,16 @@ class _Decoder:
             t += 1
             if t >= longest:
                 break
-            if t % s.check_every == 0:
+            if self.host_is_device or t % s.check_every == 0:
                 live = alive.nonzero().squeeze(1)  # the host's look (a wait for the device)
                 if self.stats is not None:
                     self.stats.host_checks += 1
                 if len(live) == 0:
                     break
                 rows = self.rows_for(len(live))
-                if rows <= stepper.rows // 2:  # compact: it pays only when at least half is gone
+                # compact: on a GPU only when at least half is gone (a copy of the cache and a new
+                # graph shape); on a CPU, where finished rows cost their arithmetic, at once
+                if rows < stepper.rows if self.host_is_device else rows <= stepper.rows // 2:
                     stepper.select(live, rows)
                     extra = rows - len(live)
                     fill = lambda x, v: torch.cat([x[live], x[live[:1]].new_full((extra, *x.shape[1:]), v)]) \

@@ -20,6 +20,9 @@ class DecodeSettings:
     tokens_per_batch: int | None = None
     max_batch_size: int = 2048
     check_every: int = 8  # tokens between the host's looks at which rows are still generating
+    # "lazy": look every check_every tokens, compact at half alive (a GPU's way); "eager": look at
+    # every token and compact at once (a CPU's way, where a look is free); "auto": by the device
+    compaction: str = "auto"
 
 
 # The KV cache a decode batch plans for when tokens_per_batch is not set: a share of a GPU that
