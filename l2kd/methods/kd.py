@@ -37,7 +37,7 @@ from ..decode import DecodeSettings, amp, decode
 from ..errors import ArtifactError, DataError
 from ..io import write_json
 from ..losses import kl_each, masked_mean, weighted_nll
-from ..model import TargetLogits
+from ..model import TargetLogits, use_gelu
 from ..tokenizer import Tokenizer, clean_up_tokenization
 from .lamol import Lamol, LamolParams
 from .registry import register
@@ -66,13 +66,17 @@ def teacher_folder(source: TeacherSource) -> Path:
 
 
 def load_teacher(source: TeacherSource, device: torch.device, amp_dtype: torch.dtype | None = None,
-                 compile_blocks: bool = False) -> tuple[TargetLogits, Tokenizer]:
+                 compile_blocks: bool = False, gelu: str | None = None) -> tuple[TargetLogits, Tokenizer]:
     """The teacher as a frozen eval-mode module on `device`, its weights kept for autocast to
-    `amp_dtype` (see TargetLogits.frozen), with its tokenizer."""
+    `amp_dtype` (see TargetLogits.frozen), with its tokenizer; `gelu`: the GELU kernel its blocks
+    run (the student's setting; a teacher trained before the setting existed ran gelu_new)."""
     ckpt = source if isinstance(source, PackedCheckpoint) else latest_checkpoint(Path(source))
     if ckpt is None or not ckpt.complete:
         raise ArtifactError(f"{teacher_folder(source)}: no finished teacher here")
-    return TargetLogits.frozen(ckpt.model().to(device), amp_dtype, compile_blocks), ckpt.tokenizer()
+    model = ckpt.model()
+    if gelu is not None:
+        use_gelu(model, gelu)
+    return TargetLogits.frozen(model.to(device), amp_dtype, compile_blocks), ckpt.tokenizer()
 
 
 def distil_file(teacher_dir: Path, mode: str) -> Path:
@@ -132,7 +136,8 @@ class _WordKD:
     def begin_training(self, ctx: TrialContext, tasks: tuple[str, ...]) -> None:
         (task,) = tasks
         source = ctx.teachers[task]
-        self.teacher, t_tok = load_teacher(source, ctx.device, ctx.amp_dtype, ctx.cfg.training.compile)
+        self.teacher, t_tok = load_teacher(source, ctx.device, ctx.amp_dtype, ctx.cfg.training.compile,
+                                          ctx.cfg.model.gelu)
         s_tok = ctx.tokenizer
         if t_tok.base_fingerprint() != s_tok.base_fingerprint():
             raise ArtifactError(f"{teacher_folder(source)}: the teacher's vocabulary differs from the student's")
