@@ -126,18 +126,24 @@ def test_word_kd_terms_skip_only_what_is_exactly_zero(store_and_cfg):
     for rows in (current, current + pseudo):
         batch = collate(rows, ids.pad, with_lm=True)
         assert batch.n_pseudo == len(rows) - len(current)
-        logits = torch.randn(len(batch.positions), len(tok), generator=torch.Generator().manual_seed(3))
-        terms = method.loss_terms(ctx, batch, logits)
-        with torch.no_grad():
+        start = torch.randn(len(batch.positions), len(tok), generator=torch.Generator().manual_seed(3))
+        logits, ref_logits = start.clone().requires_grad_(), start.clone().requires_grad_()
+        terms = method.loss_terms(ctx, batch, logits)  # the teacher on current-task rows only
+        with torch.no_grad():  # the formula as it was: the teacher, KL and cross-entropy everywhere
             t_logits = method.teacher(method.input_map[batch.inputs], batch.positions)
-        kl = kl_each(logits, t_logits, method.p.temperature, method.col_map)
-        nll, w = weighted_nll(logits, batch.targets, ans_weighted(len(tok), ids.ans, method.p.ans_weight,
-                                                                    torch.device("cpu")))
+        kl = kl_each(ref_logits, t_logits, method.p.temperature, method.col_map)
+        nll, w = weighted_nll(ref_logits, batch.targets, ans_weighted(len(tok), ids.ans, method.p.ans_weight,
+                                                                        torch.device("cpu")))
         qa, is_pseudo = batch.qa_positions, batch.pseudo_positions
+        ref = {}
         for part, in_part, scale in (("qa", qa, 1.0), ("lm", ~qa, method.p.lm_lambda)):
-            torch.testing.assert_close(terms[f"{part}_kd"], scale * masked_mean(kl, torch.ones_like(kl),
-                                                                                 in_part & ~is_pseudo))
-            torch.testing.assert_close(terms[f"{part}_ce"], scale * masked_mean(nll, w, in_part & is_pseudo))
+            ref[f"{part}_kd"] = scale * masked_mean(kl, torch.ones_like(kl), in_part & ~is_pseudo)
+            ref[f"{part}_ce"] = scale * masked_mean(nll, w, in_part & is_pseudo)
+        for k in ref:
+            torch.testing.assert_close(terms[k], ref[k], rtol=1e-5, atol=1e-7)
+        sum(terms.values()).backward()
+        sum(ref.values()).backward()
+        torch.testing.assert_close(logits.grad, ref_logits.grad, rtol=1e-5, atol=1e-8)
         assert (terms["lm_ce"].item() == 0.0) == (batch.n_pseudo == 0)
 
 
