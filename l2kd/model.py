@@ -255,7 +255,15 @@ class TargetLogits(torch.nn.Module):
     def forward(self, input_ids: torch.Tensor, positions: torch.Tensor,
                 task_ids: torch.Tensor | None = None) -> torch.Tensor:
         """`task_ids` (one per input row) only for a task-conditioned GPT-2 (multitask_ca)."""
+        return self.head(self.hidden_at(input_ids, positions, task_ids))
+
+    def hidden_at(self, input_ids: torch.Tensor, positions: torch.Tensor,
+                  task_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """GPT-2's final hidden states (after ln_f) at the flat `positions`: (len(positions), d)."""
         with conditioned(self.gpt2, task_ids):
             hidden = hidden_states(self.gpt2, input_ids, self.compile_blocks)
-        return head_logits(self.gpt2, hidden.flatten(0, 1).index_select(0, positions),
-                           weight=self.head_weight)
+        return hidden.flatten(0, 1).index_select(0, positions)
+
+    def head(self, hidden: torch.Tensor) -> torch.Tensor:
+        """The LM head over hidden states `hidden_at` gave."""
+        return head_logits(self.gpt2, hidden, weight=self.head_weight)

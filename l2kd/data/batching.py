@@ -83,11 +83,12 @@ class Batch:
     kd_rows: torch.Tensor | None = None  # the input rows of current-task examples (QA, then LM rows)
     kd_flat: torch.Tensor | None = None  # the kd_index positions as flat indices into inputs[kd_rows]
     kd_index_host: np.ndarray | None = None  # kd_index on the host (placed without a device read)
+    index: torch.Tensor | None = None  # (B,) each example's TrainRow.index (a cached teacher's key)
 
     def _map(self, fn) -> "Batch":
         """The same batch with `fn` applied to every tensor."""
         tensors = ("inputs", "positions", "targets", "row", "is_pseudo", "task_ids", "kd_index", "kd_rows",
-                   "kd_flat")
+                   "kd_flat", "index")
         return replace(self, **{k: fn(getattr(self, k)) for k in tensors if getattr(self, k) is not None})
 
     def to(self, device: torch.device) -> "Batch":
@@ -160,7 +161,7 @@ def collate(rows: list[TrainRow], pad: int, *, with_lm: bool,
     kd = _current_part(is_pseudo, np.concatenate(positions), np.concatenate(owner), width, len(inputs))
     return Batch(as_tensor(inputs), as_tensor(positions), n_qa, as_tensor(target_ids), as_tensor(owner),
                  torch.from_numpy(is_pseudo), B, n_tok, with_lm, task_ids, n_pseudo=int(is_pseudo.sum()),
-                 **kd)
+                 index=torch.tensor([r.index for r in rows], dtype=torch.long), **kd)
 
 
 def _current_part(is_pseudo: np.ndarray, positions: np.ndarray, owner: np.ndarray, width: int,

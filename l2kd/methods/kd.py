@@ -41,10 +41,18 @@ from ..model import TargetLogits, use_gelu
 from ..tokenizer import Tokenizer, clean_up_tokenization
 from .lamol import Lamol, LamolParams
 from .registry import register
+from .teacher_cache import TeacherCache
 
 
 class KDParams(LamolParams):
     temperature: float = Field(2.0, gt=0, description="KD temperature T (the loss is scaled by T²)")
+    teacher_cache_mib: int = Field(
+        4096, ge=0,
+        description="Word-KD: keep the frozen teacher's final hidden states at the stage's target "
+        "positions (current-task rows x (answer + EOS + LM positions) x n_embd, in the autocast "
+        "dtype) on the device when they fit this many MiB, made once a stage, so later steps run "
+        "only the teacher's head; 0 runs the whole teacher every step. Same values up to rounding",
+    )
 
 
 class SeqKDParams(LamolParams):
@@ -190,14 +198,26 @@ class _WordKD:
         col_map = torch.arange(len(t_tok))
         col_map[t_task] = s_task
         self.input_map, self.col_map = in_map.to(ctx.device), col_map.to(ctx.device)
+        self.cache = None
+        if ctx.cfg.training.epochs > 1:  # made once, it pays from the second epoch on
+            rows = [r for r in self.train_rows(ctx, tasks) if not r.is_pseudo]
+            self.cache = TeacherCache.build(
+                self.teacher, self.input_map, rows, budget_mib=self.p.teacher_cache_mib,
+                pad=s_tok.ids.pad, with_lm=self.uses_lm, device=ctx.device, amp_dtype=ctx.amp_dtype,
+                tokens_per_batch=ctx.cfg.training.tokens_per_batch)
 
     def loss_terms(self, ctx, batch, logits):
-        t_logits = teacher_logits(self.teacher, self.input_map, batch, ctx.device, ctx.amp_dtype)
+        if batch.n_pseudo == batch.n_examples:
+            t_logits = None
+        elif self.cache is not None:
+            t_logits = self.cache.logits(batch)
+        else:
+            t_logits = teacher_logits(self.teacher, self.input_map, batch, ctx.device, ctx.amp_dtype)
         return word_kd_terms(batch, logits, t_logits, self._weights(ctx, logits.shape[-1]),
                              self.p.temperature, self.col_map, self.p.lm_lambda)
 
     def end_stage(self, ctx, tasks):
-        self.teacher = None  # the teacher of a finished task is discarded (paper §1)
+        self.teacher = self.cache = None  # the teacher of a finished task is discarded (paper §1)
         return super().end_stage(ctx, tasks)
 
 
