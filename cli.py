@@ -308,7 +308,7 @@ def cmd_grid(args: argparse.Namespace) -> int:
 
 
 def _bench_config(path: str, overrides: list[str]):
-    """A trial config, or the first cell of a grid file."""
+    """A trial config, or the first cell of a grid file; and the grid's plan (None for a trial)."""
     from l2kd.config import apply_overrides, load_yaml
     from l2kd.trialconfig import trial_config
 
@@ -316,14 +316,15 @@ def _bench_config(path: str, overrides: list[str]):
     if "method" in raw:
         from l2kd.trialconfig import load_trial_config
 
-        return load_trial_config(path, overrides)
+        return load_trial_config(path, overrides), None
     from l2kd.gridspec import load_grid
     from l2kd.plan import build_plan
 
-    cell = build_plan(load_grid(path)).cells[0]
+    plan = build_plan(load_grid(path))
+    cell = plan.cells[0]
     cfg = trial_config(apply_overrides(cell.config, overrides), f"{path}: {cell.id}")
     console.print(f"measuring the grid's first cell: {cell.id}", markup=False)  # once it is valid
-    return cfg
+    return cfg, plan
 
 
 def _rate(x: float | None, unit: str = "") -> str:
@@ -338,7 +339,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from l2kd.bench import BenchOptions, packed_throughput, run_bench
     from l2kd.io import write_json
 
-    cfg = _bench_config(args.config, args.set)
+    cfg, plan = _bench_config(args.config, args.set)
     opts = BenchOptions(steps=args.steps, peak_tflops=args.peak_tflops, packing=args.packing,
                         profile=args.profile)
     with console.status("benchmarking") as status:
@@ -346,6 +347,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
         if args.packing > 1:
             status.update(f"benchmarking: {args.packing} trials packed on one device")
             r.packing = packed_throughput(cfg, opts, r.train["fast"].tokens_per_s)
+            status.update(f"benchmarking: {args.packing} trials packed on one device, paper batches")
+            r.packing_paper = packed_throughput(cfg, opts, r.train["fast, paper"].tokens_per_s, policy="paper")
+        if plan is not None:
+            from l2kd.bench.step import grid_projection
+
+            r.grid = grid_projection(plan, r, args.set)
     m = r.model
     out.print(f"{r.device}, {r.precision}; GPT-2 {m['n_layer']} layers x {m['n_embd']}, vocab {m['vocab']:,}, "
               f"{m['parameters'] / 1e6:.1f}M parameters; task {m['task']} ({m['rows']} rows, "
@@ -368,6 +375,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
               f"{f.tflops / ref.tflops:.2f}x")
     mfu = lambda x: "-" if x is None else f"{100 * x:.1f}%"  # noqa: E731
     t.add_row("MFU", mfu(f.mfu), mfu(fp.mfu), mfu(ref.mfu), "" if f.mfu is None else "(needs a peak)")
+    t.add_row("ms / step (paper batches: the floor)", f"{f.step_ms:.1f}", f"{fp.step_ms:.1f}",
+              f"{1e3 / ref.steps_per_s:.1f}", "")
+    t.add_row("padding, % of input positions", f"{100 * f.padding_fraction:.1f}", f"{100 * fp.padding_fraction:.1f}",
+              "", "")
+    held = lambda x: "-" if x is None else f"{x:,.0f}"  # noqa: E731
+    t.add_row("MiB held for backward / step", held(f.saved_mib), held(fp.saved_mib), "", "")
+    if f.peak_mib is not None:
+        t.add_row("peak MiB / step", held(f.peak_mib), held(fp.peak_mib), "", "")
     out.print(t)
     g, e, pr = r.generation, r.evaluation, r.projection
     t = Table(title="decoding (batched KV cache, finished rows dropped; reference: one sequence at a "
@@ -388,6 +403,31 @@ def cmd_bench(args: argparse.Namespace) -> int:
               f"tokens, {pr['teacher_tokens'] / 1e6:.2f}M for teachers): this config "
               f"{pr['this_config_s'] / 60:.1f} min, reference-style {pr['reference_s'] / 60:.1f} min "
               f"({pr['speedup']:.1f}x)", highlight=False)
+    k = r.kernels
+    if k:
+        gl, kl = k["gelu"], k["kd_losses"]
+        out.print(f"GELU ({gl['positions']:,} x {gl['width']:,}, forward + backward): gelu_new {gl['gelu_new_ms']:.2f} ms, "
+                  f"one kernel {gl['one_kernel_ms']:.2f} ms ({gl['speedup']:.2f}x)", highlight=False)
+        out.print(f"Word-KD losses ({kl['positions']:,} x {kl['vocab']:,}, {kl['pseudo_fraction']:.0%} pseudo): "
+                  f"separate {kl['separate_ms']:.1f} ms, {kl['separate_saved_mib']:,.0f} MiB held; one pass "
+                  f"{kl['fused_ms']:.1f} ms, {kl['fused_saved_mib']:,.0f} MiB held ({kl['speedup']:.2f}x)", highlight=False)
+    if r.kd_cached_step_ratio is not None:
+        c = r.teacher_cache
+        out.print(f"Word-KD with the teacher's hidden states cached (head only): {r.kd_cached_step_ratio:.2f}x a "
+                  f"plain step; the cache of this task's {c['rows']:,} rows: {c['targets']:,} targets, "
+                  f"{c['mib']:,.0f} MiB", highlight=False)
+    if r.grid:
+        gr = r.grid
+        packed = (f", {gr['packed_training_s'] / 3600:.2f} h with the measured packing"
+                  if "packed_training_s" in gr else "")
+        out.print(f"projected grid training on this device ({gr['cells']} cells, {gr['teachers']} teachers, "
+                  f"{gr['trained_tokens'] / 1e6:,.1f}M tokens{', %d unknown' % gr['unknown'] if gr['unknown'] else ''}): "
+                  f"{gr['training_s'] / 3600:.2f} h one trial at a time{packed} (training only, at the "
+                  "measured cell's rates)", highlight=False)
+    if r.packing_paper:
+        p = r.packing_paper
+        out.print(f"packing {p['trials']} trials on paper batches: {_rate(p['aggregate_tokens_per_s'])} tokens/s "
+                  f"together vs {_rate(p['single_tokens_per_s'])} alone ({p['gain']:.2f}x)", highlight=False)
     if r.packing:
         p = r.packing
         out.print(f"packing {p['trials']} trials on this device: {_rate(p['aggregate_tokens_per_s'])} tokens/s "
