@@ -161,48 +161,35 @@ def kd_and_nll_each(logits: torch.Tensor, targets: torch.Tensor, weight: torch.T
     """
     T = float(temperature)
     n, device = logits.shape[0], logits.device
+    if kd_index is None:  # every position is a KD position: the KL alone, as kl_each
+        return kl_each(logits, teacher_logits, T, teacher_to_student), torch.ones(n, device=device)
     safe = targets.clamp(min=0)
-    if kd_index is None:
-        kd = torch.ones(n, dtype=torch.float32, device=device)
-        w_ce = torch.zeros(n, dtype=torch.float32, device=device)
-    else:
-        kd = torch.zeros(n, dtype=torch.float32, device=device).index_fill_(0, kd_index, 1.0)
-        w_ce = (weight[safe] if weight is not None else torch.ones_like(kd)) * (targets != IGNORE) * (1 - kd)
+    kd = torch.zeros(n, dtype=torch.float32, device=device).index_fill_(0, kd_index, 1.0)
+    w_ce = (weight[safe] if weight is not None else torch.ones_like(kd)) * (targets != IGNORE) * (1 - kd)
     row_t = 1 + (T - 1) * kd  # each row's temperature
     row_scale = w_ce + T * kd  # d(term)/d(logits) = row_scale * p - (w_y at y | T q at KD rows)
     values = torch.empty(n, dtype=torch.float32, device=device)
     direction = torch.empty_like(logits)
     with torch.no_grad():
         for rows in _row_chunks(*logits.shape):
-            z = logits[rows].to(torch.float32, copy=True)
-            z.div_(row_t[rows, None])
-            z.sub_(torch.logsumexp(z, -1, keepdim=True))  # log p at each row's temperature
-            if kd_index is None:  # every row is a KD row: no cross-entropy part
-                local, t_rows, v = None, rows, None
-            else:
-                c0, c1 = (int(i) for i in np.searchsorted(kd_index_host, [rows.start, rows.stop]))
-                local, t_rows = kd_index[c0:c1] - rows.start, slice(c0, c1)
-                v = -z.gather(1, safe[rows, None]).squeeze(1) * w_ce[rows]
+            # log p at each row's temperature (log_softmax: one fused kernel, where logsumexp is several)
+            z = F.log_softmax(logits[rows].float() / row_t[rows, None], dim=-1)
+            c0, c1 = (int(i) for i in np.searchsorted(kd_index_host, [rows.start, rows.stop]))
+            local = kd_index[c0:c1] - rows.start
+            v = -z.gather(1, safe[rows, None]).squeeze(1) * w_ce[rows]
             pt = None
-            if t_rows.stop > t_rows.start:
-                log_pt = F.log_softmax(teacher_logits[t_rows].float() / T, dim=-1)
+            if c1 > c0:
+                log_pt = F.log_softmax(teacher_logits[c0:c1].float() / T, dim=-1)
                 pt = log_pt.exp()
-                log_ps = z if local is None else z.index_select(0, local)
+                log_ps = z.index_select(0, local)
                 if teacher_to_student is not None:
                     log_ps = log_ps.index_select(1, teacher_to_student)
-                kl = (pt * (log_pt - log_ps)).sum(-1) * (T * T)
-                v = kl if local is None else v.index_add_(0, local, kl)
+                v.index_add_(0, local, (pt * (log_pt - log_ps)).sum(-1) * (T * T))
             p = z.exp_().mul_(row_scale[rows, None])
-            if local is not None:
-                p.scatter_add_(1, safe[rows, None], -w_ce[rows, None])
+            p.scatter_add_(1, safe[rows, None], -w_ce[rows, None])
             if pt is not None:
                 q = pt.mul_(T)
-                if local is None:
-                    if teacher_to_student is None:
-                        p.sub_(q)
-                    else:
-                        p.index_add_(1, teacher_to_student, q, alpha=-1.0)
-                elif teacher_to_student is None:
+                if teacher_to_student is None:
                     p.index_add_(0, local, q, alpha=-1.0)
                 else:
                     p.index_put_((local[:, None], teacher_to_student[None, :]), -q, accumulate=True)

@@ -121,13 +121,18 @@ def kd_loss_comparison(positions: int, vocab: int, device: torch.device, amp_dty
     weight = ans_weighted(vocab, 0, 5.0, device)
     kd_teacher = teacher if batch.kd_index is None else teacher.index_select(0, batch.kd_index)
 
-    def separate(s):
-        kl = kl_each(s, teacher, T)
-        nll, w = weighted_nll(s, batch.targets, weight)
+    def separate(s):  # as Word-KD's loss_terms was: each term skipped where it covers nothing
         qa = torch.arange(positions, device=device) < batch.n_qa
         p = batch.pseudo_positions
-        return [masked_mean(kl, torch.ones_like(kl), qa & ~p), lm_lambda * masked_mean(kl, torch.ones_like(kl), ~qa & ~p),
-                masked_mean(nll, w, qa & p), lm_lambda * masked_mean(nll, w, ~qa & p)]
+        terms = []
+        if batch.n_pseudo < batch.n_examples:
+            kl = kl_each(s, teacher, T)
+            terms += [masked_mean(kl, torch.ones_like(kl), qa & ~p),
+                      lm_lambda * masked_mean(kl, torch.ones_like(kl), ~qa & ~p)]
+        if batch.n_pseudo:
+            nll, w = weighted_nll(s, batch.targets, weight)
+            terms += [masked_mean(nll, w, qa & p), lm_lambda * masked_mean(nll, w, ~qa & p)]
+        return terms
 
     def fused(s):
         return list(word_kd_terms(batch, s, kd_teacher, weight, T, None, lm_lambda).values())
