@@ -44,7 +44,8 @@ from ..tokenizer import Tokenizer
 from ..trial import forward, resolve_device
 from .flops import device_name, peak_tflops, step_flops
 from .reference import ReferenceStep, reference_batch, row_lengths
-from .step import MIB, padding_fraction, peak_bytes, saved_for_backward, step_figures
+from .step import (KD_METHODS, MIB, kd_effective_ratio, padding_fraction, peak_bytes, saved_for_backward,
+                   step_figures)
 
 log = logging.getLogger(__name__)
 
@@ -383,7 +384,7 @@ def projection(s: _Setup, r: BenchResult) -> dict[str, float]:
     method = make_method(cfg.method)
     student = cell_tokens(cfg)
     teachers = sum(cell_tokens(teacher_config(cfg, t)) for t in method.teachers_needed(cfg))
-    kd = r.kd_step_ratio if cfg.method.name in ("word_kd", "seq_kd_soft") else 1.0
+    kd = kd_effective_ratio(r, cfg) if cfg.method.name in KD_METHODS else 1.0
     n_evals = len(method.stages(list(cfg.tasks))) + (1 if cfg.eval.before_training else 0)
     eval_tokens = 0.0  # every evaluation decodes every task's test set (answers about gold length)
     for t in cfg.tasks:

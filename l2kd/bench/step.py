@@ -190,10 +190,15 @@ def step_figures(s, r, opts, teacher) -> None:
     del cache
 
 
-def kd_effective_ratio(r, epochs: int) -> float:
-    """A Word-KD step's cost over a plain one across a stage: the first epoch runs the teacher (its
-    cache is made then, at about an epoch of teacher forwards), later ones only its head."""
-    if r.kd_cached_step_ratio is None or epochs < 2:
+def kd_effective_ratio(r, cfg) -> float:
+    """A Word-KD step's cost over a plain one across a stage of trial config `cfg`: with the
+    teacher's cache, the first epoch runs the teacher (the cache is made then, about an epoch of
+    teacher forwards), later ones only its head (the cache's budget is not checked here)."""
+    from ..methods import make_method
+
+    epochs = cfg.training.epochs
+    cached = getattr(make_method(cfg.method).p, "teacher_cache_mib", 0) > 0
+    if r.kd_cached_step_ratio is None or epochs < 2 or not cached:
         return r.kd_step_ratio
     return (r.kd_step_ratio + (epochs - 1) * r.kd_cached_step_ratio) / epochs
 
@@ -230,7 +235,7 @@ def grid_projection(plan, r, overrides: list[str] = ()) -> dict[str, Any]:
         except UserError:
             unknown += 1
             return 0.0
-        ratio = kd_effective_ratio(r, cfg.training.epochs) if cfg.method.name in KD_METHODS else 1.0
+        ratio = kd_effective_ratio(r, cfg) if cfg.method.name in KD_METHODS else 1.0
         seconds = tokens * ratio / rates[cfg.training.batch_policy]
         tokens_total += tokens
         by_policy[cfg.training.batch_policy] = by_policy.get(cfg.training.batch_policy, 0.0) + seconds
