@@ -75,6 +75,13 @@ class ModelConfig(Strict):
         "fast), a folder with GPT-2's encoder.json + vocab.bpe, or a Hugging Face name/folder",
     )
     builtin_vocab_size: int = Field(1024, ge=300, description="vocabulary size of the builtin BPE")
+    gelu: Literal["gelu_pytorch_tanh", "gelu_new"] = Field(
+        "gelu_pytorch_tanh",
+        description="how GPT-2's tanh-approximated GELU is computed: 'gelu_pytorch_tanh' in one "
+        "kernel (PyTorch's gelu(approximate='tanh')), or 'gelu_new', transformers' chain of eight "
+        "operations that the reference ran (its pow runs in fp32 under CUDA autocast). The same "
+        "function to float rounding; a model whose config names another activation keeps it",
+    )
 
     @field_validator("config")
     @classmethod
@@ -94,13 +101,24 @@ class ModelConfig(Strict):
         return dict(MODEL_PRESETS[self.config]) if isinstance(self.config, str) else dict(self.config)
 
 
-def drop_unset_later_settings(training: dict[str, Any]) -> dict[str, Any]:
-    """A trial's or a teacher's identity (its hash, its key) leaves out settings added after such
-    identities were first stored while they are at their default, so stored trials and teachers keep
-    their keys: `compile` (compiled blocks draw other dropout masks, so when on it is part of it)."""
-    if not training.get("compile"):
-        training.pop("compile", None)
-    return training
+# Settings added after trial and teacher identities were first stored, with the value that leaves
+# them out of an identity: `training.compile` when off (compiled blocks draw other dropout masks, so
+# when on it is part of it); `model.gelu` at its default, the one-kernel GELU: both kernels compute
+# the same function (to float rounding), so a folder trained with gelu_new before the setting existed
+# resumes with it; asking for gelu_new joins the identity.
+LATER_SETTINGS: dict[tuple[str, str], Any] = {("training", "compile"): False,
+                                              ("model", "gelu"): "gelu_pytorch_tanh"}
+
+
+def drop_unset_later_settings(config: dict[str, Any]) -> dict[str, Any]:
+    """A trial's or a teacher's identity (its hash, its key) from a config dict: the settings of
+    LATER_SETTINGS are left out where they hold the value that leaves them out (or are missing),
+    so stored trials and teachers keep their keys."""
+    for (section, key), unset in LATER_SETTINGS.items():
+        part = config.get(section)
+        if isinstance(part, dict) and part.get(key, unset) == unset:
+            part.pop(key, None)
+    return config
 
 
 # Decoding's batch sizes became speed-only settings after identities were stored with the defaults

@@ -7,6 +7,7 @@ reads a value back to the host, so the training loop never waits on the device.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -139,6 +140,73 @@ def token_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, select:
     the selected positions: the reference's KLDivLoss(batchmean) over its flattened selected tokens."""
     kl = kl_each(student_logits, teacher_logits, temperature, teacher_to_student)
     return masked_mean(kl, torch.ones_like(kl), select)
+
+
+def kd_and_nll_each(logits: torch.Tensor, targets: torch.Tensor, weight: torch.Tensor | None,
+                    teacher_logits: torch.Tensor, temperature: float,
+                    teacher_to_student: torch.Tensor | None = None,
+                    kd_index: torch.Tensor | None = None,
+                    kd_index_host: np.ndarray | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Word-KD's two token losses in one pass over the logits: per position, T² KL(teacher ||
+    student) at the KD positions and w_y · -log p(y) at the others; and the weight each position
+    carries in its term's mean (1 at a KD position, w_y elsewhere, 0 where the target is IGNORE).
+
+    The KD positions are `kd_index` (ascending indices into the positions; all of them when None),
+    `teacher_logits` one row for each, in that order: the teacher need not run on rows that have
+    no KD term (pseudo rows). `kd_index_host`, the same indices on the host, places each chunk's
+    teacher rows without reading anything back from the device. Equal in value and gradient to
+    kl_each at the KD positions and weighted_nll at the others (tested): each row's softmax is formed
+    once, at its own temperature (T at KD positions, 1 elsewhere), and one gradient direction is
+    kept for both terms, where the two separate losses formed and kept one each over every position.
+    """
+    T = float(temperature)
+    n, device = logits.shape[0], logits.device
+    if kd_index is None:  # every position is a KD position: the KL alone, as kl_each
+        return kl_each(logits, teacher_logits, T, teacher_to_student), torch.ones(n, device=device)
+    safe = targets.clamp(min=0)
+    kd = torch.zeros(n, dtype=torch.float32, device=device).index_fill_(0, kd_index, 1.0)
+    w_ce = (weight[safe] if weight is not None else torch.ones_like(kd)) * (targets != IGNORE) * (1 - kd)
+    row_t = 1 + (T - 1) * kd  # each row's temperature
+    row_scale = w_ce + T * kd  # d(term)/d(logits) = row_scale * p - (w_y at y | T q at KD rows)
+    values = torch.empty(n, dtype=torch.float32, device=device)
+    direction = torch.empty_like(logits)
+    with torch.no_grad():
+        for rows in _row_chunks(*logits.shape):
+            # log p at each row's temperature (log_softmax: one fused kernel, where logsumexp is several)
+            z = F.log_softmax(logits[rows].float() / row_t[rows, None], dim=-1)
+            c0, c1 = (int(i) for i in np.searchsorted(kd_index_host, [rows.start, rows.stop]))
+            local = kd_index[c0:c1] - rows.start
+            v = -z.gather(1, safe[rows, None]).squeeze(1) * w_ce[rows]
+            pt = None
+            if c1 > c0:
+                log_pt = F.log_softmax(teacher_logits[c0:c1].float() / T, dim=-1)
+                pt = log_pt.exp()
+                log_ps = z.index_select(0, local)
+                if teacher_to_student is not None:
+                    log_ps = log_ps.index_select(1, teacher_to_student)
+                v.index_add_(0, local, (pt * (log_pt - log_ps)).sum(-1) * (T * T))
+            p = z.exp_().mul_(row_scale[rows, None])
+            p.scatter_add_(1, safe[rows, None], -w_ce[rows, None])
+            if pt is not None:
+                q = pt.mul_(T)
+                if teacher_to_student is None:
+                    p.index_add_(0, local, q, alpha=-1.0)
+                else:
+                    p.index_put_((local[:, None], teacher_to_student[None, :]), -q, accumulate=True)
+            values[rows] = v
+            direction[rows] = p
+    return _ScaledRows.apply(logits, values, direction, 1.0), w_ce + kd
+
+
+def grouped_means(values: torch.Tensor, weights: torch.Tensor, groups: torch.Tensor,
+                  n_groups: int) -> torch.Tensor:
+    """(n_groups,): sum(values) / sum(weights) over the positions of each group (0..n_groups-1),
+    0 for a group with none: masked_mean for every group at once, in one product with the groups'
+    membership (a handful of kernels, where a masked_mean per group is six each; deterministic,
+    unlike an atomic index_add on a GPU)."""
+    member = (groups[:, None] == torch.arange(n_groups, device=groups.device)).to(values.dtype)
+    sums = torch.stack([values, weights.to(values.dtype)]) @ member
+    return sums[0] / sums[1].clamp(min=1e-12)
 
 
 def ans_weighted(vocab_size: int, ans_id: int, ans_weight: float, device: torch.device) -> torch.Tensor:

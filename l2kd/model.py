@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from transformers import GPT2Config, GPT2LMHeadModel
+from transformers.activations import ACT2FN
 from transformers.pytorch_utils import Conv1D
 from transformers.utils import logging as hf_logging
 
@@ -51,7 +52,27 @@ def build_model(cfg: ModelConfig, tokenizer: Tokenizer, seed: int) -> GPT2LMHead
         config._attn_implementation = "sdpa"  # PyTorch's fused scaled-dot-product attention
         model = GPT2LMHeadModel(config)
     grow_embeddings(model, len(tokenizer), seed)
+    use_gelu(model, cfg.gelu)
     return model.float().train()
+
+
+# GPT-2's GELU, tanh-approximated, in transformers' two spellings: one PyTorch kernel
+# (gelu_pytorch_tanh) or gelu_new's eight-operation chain. They compute the same function.
+TANH_GELUS = ("gelu_pytorch_tanh", "gelu_new")
+
+
+def use_gelu(model: GPT2LMHeadModel, kernel: str) -> GPT2LMHeadModel:
+    """Run the model's blocks' GELU as `kernel` (one of TANH_GELUS), and record it in its config
+    (saved with its weights). A model whose config names another activation (an exact GELU, a
+    ReLU) keeps it: that is another function, not another kernel for the same one."""
+    if kernel not in TANH_GELUS:
+        raise ValueError(f"model.gelu: {kernel!r} is not one of {', '.join(TANH_GELUS)}")
+    if model.config.activation_function not in TANH_GELUS:
+        return model
+    for block in model.transformer.h:
+        block.mlp.act = ACT2FN[kernel]
+    model.config.activation_function = kernel
+    return model
 
 
 def _check_pretrained_path(pretrained: str) -> None:
@@ -234,7 +255,15 @@ class TargetLogits(torch.nn.Module):
     def forward(self, input_ids: torch.Tensor, positions: torch.Tensor,
                 task_ids: torch.Tensor | None = None) -> torch.Tensor:
         """`task_ids` (one per input row) only for a task-conditioned GPT-2 (multitask_ca)."""
+        return self.head(self.hidden_at(input_ids, positions, task_ids))
+
+    def hidden_at(self, input_ids: torch.Tensor, positions: torch.Tensor,
+                  task_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """GPT-2's final hidden states (after ln_f) at the flat `positions`: (len(positions), d)."""
         with conditioned(self.gpt2, task_ids):
             hidden = hidden_states(self.gpt2, input_ids, self.compile_blocks)
-        return head_logits(self.gpt2, hidden.flatten(0, 1).index_select(0, positions),
-                           weight=self.head_weight)
+        return hidden.flatten(0, 1).index_select(0, positions)
+
+    def head(self, hidden: torch.Tensor) -> torch.Tensor:
+        """The LM head over hidden states `hidden_at` gave."""
+        return head_logits(self.gpt2, hidden, weight=self.head_weight)

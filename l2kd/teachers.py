@@ -64,7 +64,7 @@ def teacher_identity(tcfg: TrialConfig) -> dict[str, Any]:
     d = tcfg.to_dict()
     for volatile in ("log_every", "threads"):
         d["training"].pop(volatile)
-    drop_unset_later_settings(d["training"])
+    drop_unset_later_settings(d)
     stored_eval_identity(d["eval"])
     data = {k: v for k, v in d["data"].items() if k != "dir"}  # files are identified by content
     m = tcfg.model

@@ -31,7 +31,7 @@ from .errors import ArtifactError, ConfigError
 from .evaluate import evaluate_all
 from .io import remove_leftovers, stable_hash, write_jsonl, write_text
 from .methods import Method, make_method
-from .model import build_model, grow_embeddings, n_positions
+from .model import build_model, grow_embeddings, n_positions, use_gelu
 from .results import TrialResult, library_versions
 from .schedule import LinearWarmupDecay
 from .tasks import TASKS
@@ -63,7 +63,7 @@ def trial_identity(cfg_dict: dict[str, Any]) -> dict[str, Any]:
     d = copy.deepcopy(cfg_dict)
     d.pop("name", None)
     d.get("training", {}).pop("log_every", None)
-    drop_unset_later_settings(d.get("training", {}))
+    drop_unset_later_settings(d)
     stored_eval_identity(d.get("eval", {}))
     return d
 
@@ -241,6 +241,7 @@ def run_trial(cfg: TrialConfig, workdir: str | Path, *, teachers: Mapping[str, A
         tokenizer = Tokenizer.load(cfg.model.tokenizer, cfg.model.pretrained, cfg.model.builtin_vocab_size)
         model = build_model(cfg.model, tokenizer, cfg.seed)
         result = _new_result(cfg, method)
+    use_gelu(model, cfg.model.gelu)  # a resumed model too: its folder may predate the setting
     if on_checked:
         on_checked()
     emit("start", trial=cfg.name, method=cfg.method.name, tasks=list(cfg.tasks), seed=cfg.seed,

@@ -54,6 +54,52 @@ def test_bench_runs_on_a_tiny_model_and_its_figures_hang_together():
     p = r.projection
     assert p["trained_tokens"] > 0 and p["pseudo_tokens"] > 0 and p["this_config_s"] > 0
     assert p["speedup"] == pytest.approx(p["reference_s"] / p["this_config_s"])
+    for name in ("fast", "fast, paper"):  # bench.step's per-path figures
+        f = r.train[name]
+        assert f.step_ms == pytest.approx(1e3 / f.steps_per_s)
+        assert 0 <= f.padding_fraction < 1 and f.saved_mib > 0 and f.peak_mib is None  # no GPU
+    gelu, kd = r.kernels["gelu"], r.kernels["kd_losses"]
+    assert gelu["gelu_new_ms"] > 0 and gelu["speedup"] == pytest.approx(gelu["gelu_new_ms"] / gelu["one_kernel_ms"])
+    assert kd["fused_saved_mib"] < kd["separate_saved_mib"]  # one direction kept instead of two
+    assert r.kd_cached_step_ratio > 0 and r.teacher_cache["targets"] > 0 and r.teacher_cache["mib"] > 0
+
+
+def test_held_for_backward_counts_each_saved_storage_once():
+    from l2kd.bench.step import saved_for_backward
+
+    x = torch.randn(256, 256, requires_grad=True)  # 256 KiB
+    _, held = saved_for_backward(lambda: (x * x).sum())  # x saved twice: one storage
+    assert held == 256 * 256 * 4
+    _, held = saved_for_backward(lambda: (x.exp() * 2).sum())  # exp saves its output
+    assert held == 256 * 256 * 4
+
+
+def test_grid_projection_counts_every_cell_and_teacher_at_its_policys_rate(tmp_path):
+    from types import SimpleNamespace
+
+    from l2kd.bench.step import grid_projection
+    from l2kd.gridspec import parse_grid
+    from l2kd.plan import build_plan, cell_tokens
+    from l2kd.teachers import teacher_config
+
+    g = {"name": "g", "tasks": ["synth.nlg", "synth.sentiment"], "orders": "forward_reverse",
+         "methods": ["lamol", "word_kd"], "seeds": [3], "data": {"max_train_examples": 24, "max_test_examples": 6},
+         "model": {"config": {"n_layer": 1, "n_embd": 32, "n_head": 2, "n_positions": 96}},
+         "training": {"epochs": 3}}
+    plan = build_plan(parse_grid(g, "g.yaml", storage=str(tmp_path)))
+    fig = lambda rate: SimpleNamespace(tokens_per_s=rate)  # noqa: E731
+    r = SimpleNamespace(train={"fast": fig(1000.0), "fast, paper": fig(100.0)}, kd_step_ratio=2.0,
+                        kd_cached_step_ratio=1.25, packing={}, packing_paper={"policy": "paper", "gain": 2.5})
+    out = grid_projection(plan, r, ["training.epochs=3"])
+    kd = (2.0 + 2 * 1.25) / 3  # the first epoch runs the teacher, the next two its cached states
+    want = sum(cell_tokens(c.trial_config()) * (kd if "word_kd" in c.id else 1.0) for c in plan.cells) / 100.0
+    teachers = sum(cell_tokens(teacher_config(trial_config(job.config), job.task))
+                   for job in plan.teachers.values()) / 100.0  # one per task, shared by both orders
+    assert out["unknown"] == 0 and out["cells"] == 4 and out["teachers"] == 2
+    assert out["cells_s"] == pytest.approx(want) and out["teachers_s"] == pytest.approx(teachers)
+    assert out["packed_training_s"] == pytest.approx(out["training_s"] / 2.5)
+    tokens = grid_projection(plan, r, ["training.batch_policy=tokens"])  # every cell on the other policy
+    assert tokens["by_policy_s"].keys() == {"tokens"}
 
 
 def test_cli_bench_writes_its_figures(tmp_path):
@@ -101,3 +147,19 @@ def test_the_bench_counts_and_times_the_whole_trials_decoding():
     assert d.forward_calls < d.forward_calls_before
     assert set(d.measured) == {"evaluation", "pseudo"} and d.seconds > 0
     assert d.measured["evaluation"]["new_tokens"] == ev.new_tokens  # the whole pass, decoded for real
+
+
+def test_cli_bench_of_a_grid_projects_the_whole_grid(tmp_path):
+    g = {"name": "g", "tasks": ["synth.sentiment", "synth.nlg"], "orders": "forward", "methods": ["finetune"],
+         "seeds": [3], "data": {"max_train_examples": 24, "max_test_examples": 6},
+         "model": {"config": {"n_layer": 1, "n_embd": 32, "n_head": 2, "n_positions": 96}},
+         "training": {"epochs": 1, "threads": 1}, "eval": {"before_training": False}, "storage": str(tmp_path / "s")}
+    path = tmp_path / "g.yaml"
+    path.write_text(json.dumps(g))
+    res = subprocess.run([sys.executable, str(REPO / "cli.py"), "bench", str(path), "--steps", "2",
+                          "--set", "training.epochs=2", "--out", str(tmp_path / "b.json")],
+                         capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert res.returncode == 0, res.stderr
+    grid = json.loads((tmp_path / "b.json").read_text())["grid"]
+    assert grid["cells"] == 1 and grid["training_s"] > 0 and grid["unknown"] == 0
+    assert "projected grid training" in res.stdout and "GELU" in res.stdout

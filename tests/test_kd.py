@@ -126,18 +126,24 @@ def test_word_kd_terms_skip_only_what_is_exactly_zero(store_and_cfg):
     for rows in (current, current + pseudo):
         batch = collate(rows, ids.pad, with_lm=True)
         assert batch.n_pseudo == len(rows) - len(current)
-        logits = torch.randn(len(batch.positions), len(tok), generator=torch.Generator().manual_seed(3))
-        terms = method.loss_terms(ctx, batch, logits)
-        with torch.no_grad():
+        start = torch.randn(len(batch.positions), len(tok), generator=torch.Generator().manual_seed(3))
+        logits, ref_logits = start.clone().requires_grad_(), start.clone().requires_grad_()
+        terms = method.loss_terms(ctx, batch, logits)  # the teacher on current-task rows only
+        with torch.no_grad():  # the formula as it was: the teacher, KL and cross-entropy everywhere
             t_logits = method.teacher(method.input_map[batch.inputs], batch.positions)
-        kl = kl_each(logits, t_logits, method.p.temperature, method.col_map)
-        nll, w = weighted_nll(logits, batch.targets, ans_weighted(len(tok), ids.ans, method.p.ans_weight,
-                                                                    torch.device("cpu")))
+        kl = kl_each(ref_logits, t_logits, method.p.temperature, method.col_map)
+        nll, w = weighted_nll(ref_logits, batch.targets, ans_weighted(len(tok), ids.ans, method.p.ans_weight,
+                                                                        torch.device("cpu")))
         qa, is_pseudo = batch.qa_positions, batch.pseudo_positions
+        ref = {}
         for part, in_part, scale in (("qa", qa, 1.0), ("lm", ~qa, method.p.lm_lambda)):
-            torch.testing.assert_close(terms[f"{part}_kd"], scale * masked_mean(kl, torch.ones_like(kl),
-                                                                                 in_part & ~is_pseudo))
-            torch.testing.assert_close(terms[f"{part}_ce"], scale * masked_mean(nll, w, in_part & is_pseudo))
+            ref[f"{part}_kd"] = scale * masked_mean(kl, torch.ones_like(kl), in_part & ~is_pseudo)
+            ref[f"{part}_ce"] = scale * masked_mean(nll, w, in_part & is_pseudo)
+        for k in ref:
+            torch.testing.assert_close(terms[k], ref[k], rtol=1e-5, atol=1e-7)
+        sum(terms.values()).backward()
+        sum(ref.values()).backward()
+        torch.testing.assert_close(logits.grad, ref_logits.grad, rtol=1e-5, atol=1e-8)
         assert (terms["lm_ce"].item() == 0.0) == (batch.n_pseudo == 0)
 
 
@@ -178,7 +184,72 @@ def test_kd_methods_run_a_two_task_trial(store_and_cfg, tmp_path, method):
     assert all(math.isfinite(v) for row in result.R for v in row)
 
 
+def test_word_kd_with_a_cached_teacher_runs_a_two_epoch_trial(store_and_cfg, tmp_path):
+    """Two epochs: the teacher's hidden states are cached at each stage's start, and the second
+    task's batches mix current-task and pseudo rows."""
+    _, _, teachers = store_and_cfg
+    result = run_trial(trial_config(tiny_trial(method="word_kd", **{"training.epochs": 2})), tmp_path,
+                       teachers=teachers)
+    assert len(result.R) == 2 and all(math.isfinite(v) for row in result.R for v in row)
+
+
 def test_missing_teacher_is_a_clear_error(tmp_path):
     with pytest.raises(ArtifactError, match="no teacher for synth.nlg, synth.sentiment"):
         run_trial(trial_config(tiny_trial(method="word_kd")), tmp_path / "x")
     assert not (tmp_path / "x").exists()
+
+
+def test_cached_teacher_gives_the_per_step_teachers_logits_and_terms(store_and_cfg):
+    """The teacher's hidden states cached once a stage, then only its head: the per-step forward's
+    logits (over current-task rows only) and the same Word-KD terms, on current-only and mixed batches."""
+    from l2kd.methods.kd import teacher_logits
+    from l2kd.methods.teacher_cache import TeacherCache, cache_bytes
+
+    method, ctx, tok = word_kd_on_second_task(store_and_cfg)
+    ids, cpu = tok.ids, torch.device("cpu")
+    current = [encode_train(tok.encode(f"name {k}" * (1 + k % 3)), tok.encode("describe"),
+                            tok.encode(f"a place {k}" * (1 + k % 2)), tok.task_id("synth.nlg"), ids, 96,
+                            "synth.nlg", index=10 + k) for k in range(6)]
+    pseudo = [encode_train([], tok.encode("a review"), tok.encode("positive"), tok.task_id("synth.sentiment"),
+                           ids, 96, "synth.sentiment", is_pseudo=True) for _ in range(2)]
+    cache = TeacherCache.build(method.teacher, method.input_map, current, budget_mib=64, pad=ids.pad,
+                               with_lm=True, device=cpu, amp_dtype=None, tokens_per_batch=128)  # several batches
+    assert cache is not None and cache.hidden.numel() * 4 == cache_bytes(current, True, 32, torch.float32)
+    for rows in (current[4:] + current[:2], [current[3], pseudo[0], current[1], pseudo[1]]):
+        batch = collate(rows, ids.pad, with_lm=True)
+        per_step = teacher_logits(method.teacher, method.input_map, batch, cpu, None)
+        torch.testing.assert_close(cache.logits(batch), per_step, rtol=1e-5, atol=1e-6)
+        logits = torch.randn(len(batch.positions), len(tok), generator=torch.Generator().manual_seed(5))
+        method.cache = None
+        plain = method.loss_terms(ctx, batch, logits)
+        method.cache = cache
+        cached = method.loss_terms(ctx, batch, logits)
+        for k in plain:
+            torch.testing.assert_close(cached[k], plain[k], rtol=1e-5, atol=1e-7)
+    assert TeacherCache.build(method.teacher, method.input_map, current, budget_mib=0, pad=ids.pad,
+                              with_lm=True, device=cpu, amp_dtype=None, tokens_per_batch=128) is None
+    assert TeacherCache.build(method.teacher, method.input_map, current + pseudo, budget_mib=64, pad=ids.pad,
+                              with_lm=True, device=cpu, amp_dtype=None, tokens_per_batch=128) is None  # no keys
+
+
+def test_word_kd_caches_its_teacher_only_from_two_epochs_and_within_its_budget(store_and_cfg):
+    from l2kd.context import TrialContext
+    from l2kd.data import load_split
+    from l2kd.tokenizer import Tokenizer
+
+    _, _, teachers = store_and_cfg
+    for epochs, budget, cached in ((2, 4096, True), (1, 4096, False), (2, 0, False)):
+        cfg = trial_config(tiny_trial(method={"name": "word_kd", "teacher_cache_mib": budget},
+                                      **{"training.epochs": epochs}))
+        tok = Tokenizer.load("builtin")
+        tok.add_task("synth.nlg")
+        ctx = TrialContext(cfg=cfg, tokenizer=tok, device=torch.device("cpu"), amp_dtype=None, max_len=96,
+                           train={"synth.nlg": load_split("synth.nlg", "train", cfg.data)}, test={},
+                           teachers=teachers)
+        method = make_method(cfg.method)
+        method.begin_training(ctx, ("synth.nlg",))
+        assert (method.cache is not None) == cached
+        if cached:  # every training row's targets
+            rows = ctx.train_rows("synth.nlg")
+            assert len(method.cache.hidden) == sum(sum(y >= 0 for y in r.Y) + sum(y >= 0 for y in r.gen_Y)
+                                                   for r in rows)

@@ -12,19 +12,20 @@ import multiprocessing as mp
 from typing import Any
 
 
-def _worker(cfg_dict: dict, opts, barrier, out) -> None:
+def _worker(cfg_dict: dict, opts, barrier, out, policy: str = "tokens") -> None:
     from ..trialconfig import trial_config
     from .run import _Setup, fast_path
 
     s = _Setup(trial_config(cfg_dict, "bench packing"))
-    plan = s.plan("tokens", opts.warmup + opts.steps, seed=barrier.parties)
+    plan = s.plan(policy, opts.warmup + opts.steps, seed=barrier.parties)
     figures, _ = fast_path(s, plan, s.precision, opts, before_timing=barrier.wait)
     steps = opts.steps
     out.put((figures.tokens_per_s, steps / figures.steps_per_s))  # (rate, seconds timed)
 
 
-def packed_throughput(cfg, opts, single_tokens_per_s: float) -> dict[str, Any]:
-    """Aggregate tokens/s of `opts.packing` concurrent trials (spawned processes) on this device."""
+def packed_throughput(cfg, opts, single_tokens_per_s: float, policy: str = "tokens") -> dict[str, Any]:
+    """Aggregate tokens/s of `opts.packing` concurrent trials (spawned processes) on this device,
+    each on `policy`'s batches ('tokens', or 'paper': what reproduction grids run, launch-bound)."""
     import gc
 
     import torch
@@ -37,7 +38,7 @@ def packed_throughput(cfg, opts, single_tokens_per_s: float) -> dict[str, Any]:
         torch.cuda.empty_cache()
     ctx = mp.get_context("spawn")  # CUDA and DeepSpeed do not survive a fork
     barrier, out = ctx.Barrier(k), ctx.Queue()
-    procs = [ctx.Process(target=_worker, args=(cfg.to_dict(), opts, barrier, out)) for _ in range(k)]
+    procs = [ctx.Process(target=_worker, args=(cfg.to_dict(), opts, barrier, out, policy)) for _ in range(k)]
     for p in procs:
         p.start()
     results = [out.get(timeout=3600) for _ in procs]
@@ -46,5 +47,5 @@ def packed_throughput(cfg, opts, single_tokens_per_s: float) -> dict[str, Any]:
     # the timed regions start together; the aggregate is every process's tokens over the longest
     tokens = sum(rate * secs for rate, secs in results)
     aggregate = tokens / max(secs for _, secs in results)
-    return {"trials": k, "aggregate_tokens_per_s": aggregate, "single_tokens_per_s": single_tokens_per_s,
+    return {"trials": k, "policy": policy, "aggregate_tokens_per_s": aggregate, "single_tokens_per_s": single_tokens_per_s,
             "gain": aggregate / single_tokens_per_s}

@@ -35,14 +35,18 @@ from ..data import load_split
 from ..data.batching import collate, paper_batch_size, paper_batches, token_batches
 from ..decode import DecodeSettings, DecodeStats, decode, decode_reference, pseudo_counts
 from ..engine import Engine
-from ..losses import ans_weighted, kl_each
+from ..losses import ans_weighted
 from ..methods import make_method
+from ..methods.kd import word_kd_terms
+from ..methods.teacher_cache import TeacherCache
 from ..model import TargetLogits, build_model, n_positions
 from ..tokenizer import Tokenizer
 from ..trial import forward, resolve_device
 from . import decoding as decode_bench
 from .flops import device_name, peak_tflops, step_flops
 from .reference import ReferenceStep, reference_batch, row_lengths
+from .step import (KD_METHODS, MIB, kd_effective_ratio, padding_fraction, peak_bytes, saved_for_backward,
+                   step_figures)
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +78,10 @@ class PathFigures:
     warmup_s: float | None = None  # the untimed first steps: allocations, kernel choice, compilation
     syncs_per_step: float | None = None  # host waits on the GPU inside a step (GPUs only)
     sync_sites: list[str] = field(default_factory=list)  # where they were asked for, most frequent first
+    step_ms: float | None = None  # one step's wall time (the paper policy's: its per-step floor)
+    padding_fraction: float | None = None  # the share of the forward's input positions that are padding
+    saved_mib: float | None = None  # memory one step holds for its backward (any device; bench.step)
+    peak_mib: float | None = None  # one step's peak device memory above what it started with (GPUs)
 
 
 @dataclass
@@ -90,6 +98,12 @@ class BenchResult:
     decoding: dict[str, Any] = field(default_factory=dict)  # the whole trial's decoding (bench.decoding)
     packing: dict[str, float] = field(default_factory=dict)
     profile: str = ""
+    # bench.step's figures: kernel comparisons, the paper policy's floor, a cached teacher, a grid
+    kernels: dict[str, dict[str, float]] = field(default_factory=dict)
+    kd_cached_step_ratio: float | None = None  # a Word-KD step with the teacher's cache (head only)
+    teacher_cache: dict[str, float] = field(default_factory=dict)
+    packing_paper: dict[str, float] = field(default_factory=dict)
+    grid: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         from dataclasses import asdict
@@ -204,14 +218,18 @@ class _Setup:
 
 # --------------------------------------------------------------------------- training paths
 def _fast_loss(s: _Setup, engine_logits, batch, teacher=None) -> torch.Tensor:
-    """The trial's own loss code: LAMOL's QA + λ·LM (or finetune's QA) from the method classes."""
+    """The trial's own loss code: LAMOL's QA + λ·LM (or finetune's QA) from the method classes; with
+    a `teacher` (a frozen TargetLogits, or a TeacherCache of it) Word-KD's terms as the trial forms
+    them (the first task's rows: the KL in place of the cross-entropy)."""
     logits = engine_logits(batch)
-    loss = sum(s.loss_method.loss_terms(s.ctx, batch, logits).values())
-    if teacher is not None:  # Word-KD's extra work: the teacher's forward and the KL term
+    if teacher is None:
+        return sum(s.loss_method.loss_terms(s.ctx, batch, logits).values())
+    if isinstance(teacher, TeacherCache):
+        t_logits = teacher.logits(batch)
+    else:
         with torch.no_grad(), (torch.autocast(s.device.type, s.amp) if s.amp else contextlib.nullcontext()):
             t_logits = teacher(batch.inputs, batch.positions)
-        loss = loss + kl_each(logits, t_logits, 2.0).mean()
-    return loss
+    return sum(word_kd_terms(batch, logits, t_logits, s.weight(), 2.0, None, s.lm_lambda).values())
 
 
 def fast_path(s: _Setup, plan: list[np.ndarray], precision: str, opts: BenchOptions,
@@ -237,6 +255,7 @@ def fast_path(s: _Setup, plan: list[np.ndarray], precision: str, opts: BenchOpti
     _, warmup_s = _timed(s.device, lambda: [step(b) for b in batches[: opts.warmup]])
     timed = batches[opts.warmup:]
     syncs = count_syncs(s.device, lambda: step(timed[0]))
+    (_, saved), peak = peak_bytes(s.device, lambda: saved_for_backward(lambda: step(timed[0])))
     table = ""
     if profile:
         from torch.profiler import ProfilerActivity
@@ -256,6 +275,9 @@ def fast_path(s: _Setup, plan: list[np.ndarray], precision: str, opts: BenchOpti
     timed_rows = [[s.rows[i] for i in idx] for idx in plan[opts.warmup:]]
     figures = _figures(s, timed, timed_rows, dt, precision, opts)
     figures.warmup_s = warmup_s
+    figures.step_ms = 1e3 * dt / len(timed)
+    figures.padding_fraction = padding_fraction(timed)
+    figures.saved_mib, figures.peak_mib = saved / MIB, None if peak is None else peak / MIB
     if syncs is not None:
         figures.syncs_per_step, figures.sync_sites = float(syncs[0]), syncs[1]
     return figures, table
@@ -372,7 +394,7 @@ def projection(s: _Setup, r: BenchResult) -> dict[str, float]:
     method = make_method(cfg.method)
     student = cell_tokens(cfg)
     teachers = sum(cell_tokens(teacher_config(cfg, t)) for t in method.teachers_needed(cfg))
-    kd = r.kd_step_ratio if cfg.method.name in ("word_kd", "seq_kd_soft") else 1.0
+    kd = kd_effective_ratio(r, cfg) if cfg.method.name in KD_METHODS else 1.0
     d = r.decoding
     pseudo = sum(p["times"] * p["new_tokens"] for p in d["passes"] if p["kind"] == "pseudo")
     answers = d["new_tokens"] - pseudo  # evaluation and Seq-KD answers: greedy (or the eval mode)
@@ -412,6 +434,8 @@ def run_bench(cfg: TrialConfig, opts: BenchOptions = BenchOptions(),
         teacher = TargetLogits.frozen(s.fresh_model(), s.amp, cfg.training.compile)
         with_teacher, _ = fast_path(s, s.plan("tokens", n), s.precision, opts, teacher=teacher)
         r.kd_step_ratio = r.train["fast"].steps_per_s / with_teacher.steps_per_s
+        emit("bench", part="Word-KD with a cached teacher, step kernels")
+        step_figures(s, r, opts, teacher)
     if "decoding" in opts.parts:
         emit("bench", part="generation")
         r.generation = generation(s, opts)

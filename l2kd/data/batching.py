@@ -77,10 +77,18 @@ class Batch:
     # only; None on the plain path.
     task_ids: torch.Tensor | None = None
     n_pseudo: int = 0  # how many of the B examples are pseudo samples (known here, read on the host)
+    # Where a batch mixes current-task and pseudo examples (None otherwise: all positions are one or
+    # the other), the current-task part, for a Word-KD teacher that runs on those rows only:
+    kd_index: torch.Tensor | None = None  # ascending indices into `positions` of current-task positions
+    kd_rows: torch.Tensor | None = None  # the input rows of current-task examples (QA, then LM rows)
+    kd_flat: torch.Tensor | None = None  # the kd_index positions as flat indices into inputs[kd_rows]
+    kd_index_host: np.ndarray | None = None  # kd_index on the host (placed without a device read)
+    index: torch.Tensor | None = None  # (B,) each example's TrainRow.index (a cached teacher's key)
 
     def _map(self, fn) -> "Batch":
         """The same batch with `fn` applied to every tensor."""
-        tensors = ("inputs", "positions", "targets", "row", "is_pseudo", "task_ids")
+        tensors = ("inputs", "positions", "targets", "row", "is_pseudo", "task_ids", "kd_index", "kd_rows",
+                   "kd_flat", "index")
         return replace(self, **{k: fn(getattr(self, k)) for k in tensors if getattr(self, k) is not None})
 
     def to(self, device: torch.device) -> "Batch":
@@ -149,9 +157,29 @@ def collate(rows: list[TrainRow], pad: int, *, with_lm: bool,
         per_row = torch.tensor([task_index[r.task] for r in rows], dtype=torch.long)
         task_ids = torch.cat([per_row, per_row]) if with_lm else per_row
     as_tensor = lambda parts: torch.from_numpy(np.concatenate(parts))  # noqa: E731
+    is_pseudo = np.array([r.is_pseudo for r in rows], dtype=bool)
+    kd = _current_part(is_pseudo, np.concatenate(positions), np.concatenate(owner), width, len(inputs))
     return Batch(as_tensor(inputs), as_tensor(positions), n_qa, as_tensor(target_ids), as_tensor(owner),
-                 torch.tensor([r.is_pseudo for r in rows], dtype=torch.bool), B, n_tok, with_lm,
-                 task_ids, n_pseudo=sum(r.is_pseudo for r in rows))
+                 torch.from_numpy(is_pseudo), B, n_tok, with_lm, task_ids, n_pseudo=int(is_pseudo.sum()),
+                 index=torch.tensor([r.index for r in rows], dtype=torch.long), **kd)
+
+
+def _current_part(is_pseudo: np.ndarray, positions: np.ndarray, owner: np.ndarray, width: int,
+                  parts: int) -> dict:
+    """Batch's kd_* fields: the current-task examples' positions, input rows and flat positions in
+    those rows; empty where the batch is all current-task or all pseudo examples."""
+    B = len(is_pseudo)
+    current = np.flatnonzero(~is_pseudo)
+    if len(current) in (0, B):
+        return {}
+    kd_index = np.flatnonzero(~is_pseudo[owner])
+    kd_rows = np.concatenate([current + part * B for part in range(parts)])
+    rank = np.full(parts * B, -1, dtype=np.int64)
+    rank[kd_rows] = np.arange(len(kd_rows))
+    flat = positions[kd_index]
+    kd_flat = rank[flat // width] * width + flat % width
+    return {"kd_index": torch.from_numpy(kd_index), "kd_rows": torch.from_numpy(kd_rows),
+            "kd_flat": torch.from_numpy(kd_flat), "kd_index_host": kd_index}
 
 
 def plan_epoch(rows: list[TrainRow], training: TrainingConfig, rng: np.random.Generator) -> list[np.ndarray]:

@@ -36,15 +36,23 @@ from ..data.lamol_json import Example, read_lamol, to_lamol
 from ..decode import DecodeSettings, amp, decode
 from ..errors import ArtifactError, DataError
 from ..io import write_json
-from ..losses import kl_each, masked_mean, weighted_nll
-from ..model import TargetLogits
+from ..losses import grouped_means, kd_and_nll_each, weighted_nll
+from ..model import TargetLogits, use_gelu
 from ..tokenizer import Tokenizer, clean_up_tokenization
 from .lamol import Lamol, LamolParams
 from .registry import register
+from .teacher_cache import TeacherCache
 
 
 class KDParams(LamolParams):
     temperature: float = Field(2.0, gt=0, description="KD temperature T (the loss is scaled by T²)")
+    teacher_cache_mib: int = Field(
+        4096, ge=0,
+        description="Word-KD: keep the frozen teacher's final hidden states at the stage's target "
+        "positions (current-task rows x (answer + EOS + LM positions) x n_embd, in the autocast "
+        "dtype) on the device when they fit this many MiB, made once a stage, so later steps run "
+        "only the teacher's head; 0 runs the whole teacher every step. Same values up to rounding",
+    )
 
 
 class SeqKDParams(LamolParams):
@@ -66,13 +74,17 @@ def teacher_folder(source: TeacherSource) -> Path:
 
 
 def load_teacher(source: TeacherSource, device: torch.device, amp_dtype: torch.dtype | None = None,
-                 compile_blocks: bool = False) -> tuple[TargetLogits, Tokenizer]:
+                 compile_blocks: bool = False, gelu: str | None = None) -> tuple[TargetLogits, Tokenizer]:
     """The teacher as a frozen eval-mode module on `device`, its weights kept for autocast to
-    `amp_dtype` (see TargetLogits.frozen), with its tokenizer."""
+    `amp_dtype` (see TargetLogits.frozen), with its tokenizer; `gelu`: the GELU kernel its blocks
+    run (the student's setting; a teacher trained before the setting existed ran gelu_new)."""
     ckpt = source if isinstance(source, PackedCheckpoint) else latest_checkpoint(Path(source))
     if ckpt is None or not ckpt.complete:
         raise ArtifactError(f"{teacher_folder(source)}: no finished teacher here")
-    return TargetLogits.frozen(ckpt.model().to(device), amp_dtype, compile_blocks), ckpt.tokenizer()
+    model = ckpt.model()
+    if gelu is not None:
+        use_gelu(model, gelu)
+    return TargetLogits.frozen(model.to(device), amp_dtype, compile_blocks), ckpt.tokenizer()
 
 
 def distil_file(teacher_dir: Path, mode: str) -> Path:
@@ -125,6 +137,45 @@ def check_aligned(distil: list[Example], train: list[Example], source: str) -> N
                             "ids and contexts must be the same, in order")
 
 
+# --------------------------------------------------------------------------- Word-KD's step
+def teacher_logits(teacher, input_map: torch.Tensor, batch, device, amp_dtype) -> torch.Tensor | None:
+    """The teacher's logits at the batch's current-task positions (in their order), from a forward
+    over the current-task rows only: pseudo rows carry no KD term (their teachers are gone). None
+    when the batch has no current-task rows."""
+    if batch.n_pseudo == batch.n_examples:
+        return None
+    inputs, positions = batch.inputs, batch.positions
+    if batch.kd_index is not None:  # a mixed batch: the current-task rows only
+        inputs, positions = inputs.index_select(0, batch.kd_rows), batch.kd_flat
+    with torch.no_grad(), amp(device, amp_dtype):
+        return teacher(input_map[inputs], positions)
+
+
+WORD_KD_TERMS = ("qa_kd", "lm_kd", "qa_ce", "lm_ce")  # the order of their groups in word_kd_terms
+
+
+def word_kd_terms(batch, logits, t_logits, weight, temperature, col_map, lm_lambda) -> dict:
+    """qa = KD(current) + CE(pseudo), lm likewise, each a separate mean (as the reference): the KL
+    at current-task positions and the cross-entropy at pseudo ones, both from one pass over the
+    logits (kd_and_nll_each), reduced to the four means in one grouped product. A term whose
+    positions are absent is exactly 0."""
+    if t_logits is None:  # only pseudo rows: plain cross-entropy
+        values, w = weighted_nll(logits, batch.targets, weight)
+    else:
+        values, w = kd_and_nll_each(logits, batch.targets, weight, t_logits, temperature, col_map,
+                                    batch.kd_index, batch.kd_index_host)
+    n = len(batch.targets)
+    is_lm = torch.arange(n, device=logits.device) >= batch.n_qa
+    if batch.n_pseudo == 0:
+        groups = is_lm.long()
+    elif t_logits is None:
+        groups = is_lm.long() + 2
+    else:
+        groups = is_lm.long() + 2 * batch.pseudo_positions.long()
+    m = grouped_means(values, w, groups, 4)
+    return dict(zip(WORD_KD_TERMS, (m[0], lm_lambda * m[1], m[2], lm_lambda * m[3])))
+
+
 # --------------------------------------------------------------------------- the methods
 class _WordKD:
     """Word-KD losses and teacher handling; mixed into LAMOL-based methods."""
@@ -132,7 +183,8 @@ class _WordKD:
     def begin_training(self, ctx: TrialContext, tasks: tuple[str, ...]) -> None:
         (task,) = tasks
         source = ctx.teachers[task]
-        self.teacher, t_tok = load_teacher(source, ctx.device, ctx.amp_dtype, ctx.cfg.training.compile)
+        self.teacher, t_tok = load_teacher(source, ctx.device, ctx.amp_dtype, ctx.cfg.training.compile,
+                                          ctx.cfg.model.gelu)
         s_tok = ctx.tokenizer
         if t_tok.base_fingerprint() != s_tok.base_fingerprint():
             raise ArtifactError(f"{teacher_folder(source)}: the teacher's vocabulary differs from the student's")
@@ -146,30 +198,26 @@ class _WordKD:
         col_map = torch.arange(len(t_tok))
         col_map[t_task] = s_task
         self.input_map, self.col_map = in_map.to(ctx.device), col_map.to(ctx.device)
+        self.cache = None
+        if ctx.cfg.training.epochs > 1:  # made once, it pays from the second epoch on
+            rows = [r for r in self.train_rows(ctx, tasks) if not r.is_pseudo]
+            self.cache = TeacherCache.build(
+                self.teacher, self.input_map, rows, budget_mib=self.p.teacher_cache_mib,
+                pad=s_tok.ids.pad, with_lm=self.uses_lm, device=ctx.device, amp_dtype=ctx.amp_dtype,
+                tokens_per_batch=ctx.cfg.training.tokens_per_batch)
 
     def loss_terms(self, ctx, batch, logits):
-        # one KL and one cross-entropy over all target positions, reduced by masks (no logits slices);
-        # a batch with no current-task rows skips the teacher and the KL, one with no pseudo rows
-        # the cross-entropy (all of the first task's batches): either term would be exactly 0
-        has_current, has_pseudo = batch.n_pseudo < batch.n_examples, batch.n_pseudo > 0
-        if has_current:
-            with torch.no_grad(), amp(ctx.device, ctx.amp_dtype):
-                t_logits = self.teacher(self.input_map[batch.inputs], batch.positions)
-            kl = kl_each(logits, t_logits, self.p.temperature, self.col_map)
-        if has_pseudo:
-            nll, w = weighted_nll(logits, batch.targets, self._weights(ctx, logits.shape[-1]))
-        qa, pseudo = batch.qa_positions, batch.pseudo_positions
-        zero = None if has_current and has_pseudo else logits.new_zeros((), dtype=torch.float32)
-        terms = {}
-        for part, in_part in (("qa", qa), ("lm", ~qa)):
-            scale = 1.0 if part == "qa" else self.p.lm_lambda
-            terms[f"{part}_kd"] = (scale * masked_mean(kl, torch.ones_like(kl), in_part & ~pseudo)
-                                   if has_current else zero)
-            terms[f"{part}_ce"] = scale * masked_mean(nll, w, in_part & pseudo) if has_pseudo else zero
-        return terms
+        if batch.n_pseudo == batch.n_examples:
+            t_logits = None
+        elif self.cache is not None:
+            t_logits = self.cache.logits(batch)
+        else:
+            t_logits = teacher_logits(self.teacher, self.input_map, batch, ctx.device, ctx.amp_dtype)
+        return word_kd_terms(batch, logits, t_logits, self._weights(ctx, logits.shape[-1]),
+                             self.p.temperature, self.col_map, self.p.lm_lambda)
 
     def end_stage(self, ctx, tasks):
-        self.teacher = None  # the teacher of a finished task is discarded (paper §1)
+        self.teacher = self.cache = None  # the teacher of a finished task is discarded (paper §1)
         return super().end_stage(ctx, tasks)
 
 
