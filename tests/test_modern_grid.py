@@ -5,10 +5,21 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from l2kd.gridspec import load_grid
 from l2kd.plan import build_plan
 
 from conftest import REPO
+
+
+@pytest.fixture(autouse=True)
+def _no_hub(monkeypatch):
+    """Nothing may reach the hub (no retries either): read where the hub library looks, per call."""
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
 
 
 def test_every_modern_cell_is_a_lora_trial_on_the_hub_model(tmp_path):
