@@ -64,8 +64,8 @@ class LoraSettings(Strict):
     alpha: float = Field(16.0, gt=0, description="LoRA scaling numerator (the update is alpha/r x BA)")
     dropout: float = Field(0.0, ge=0, lt=1, description="dropout on the LoRA branch's input")
     target_modules: list[str] | None = Field(
-        None, min_length=1, description="names of the modules that get an adapter (e.g. [q_proj, "
-        "v_proj]); default: peft's choice for the architecture (GPT-2 c_attn, Llama/Qwen2 q_proj + "
+        None, min_length=1, description="names of the modules that get an adapter (e.g. q_proj and "
+        "v_proj); default: peft's choice for the architecture (GPT-2 c_attn, Llama/Qwen2 q_proj + "
         "v_proj, GPT-NeoX query_key_value)")
 
 
