@@ -21,6 +21,7 @@ import os
 import shutil
 import signal
 import sys
+import typing
 import time
 from pathlib import Path
 
@@ -55,6 +56,9 @@ def config_reference() -> str:
                 continue
             default = "required" if field.is_required() else repr(field.get_default(call_default_factory=True))
             lines.append(f"  {key:28s} {field.description or ''} [{default}]")
+            inner = [a for a in typing.get_args(ann) if isinstance(a, type) and issubclass(a, BaseModel)]
+            if inner:  # an optional section (model.lora): its own keys, used once it is set
+                walk(inner[0], key + ".")
 
     walk(TrialConfig, "")
     return "trial config keys (YAML; override any with --set key=value):\n" + "\n".join(lines)

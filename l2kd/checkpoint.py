@@ -1,6 +1,7 @@
 """Task-boundary checkpoints: everything needed to continue a trial at its next stage.
 
-A checkpoint describes itself: the weights (fp32) and GPT-2 config, the tokenizer with the task
+A checkpoint describes itself: the weights (fp32) and model config (a LoRA model's adapters and
+LAMOL's embedding rows, and how to rebuild its base: l2kd/lora.py), the tokenizer with the task
 tokens added so far, the method's state, and the trial's result so far (R rows, metrics, pseudo
 statistics, the config and its hash). Randomness needs no saved state: every stage draws from
 generators seeded by (trial seed, stage, purpose), so a resumed stage draws what it would have.
@@ -21,10 +22,16 @@ from .errors import ArtifactError
 from .io import atomic_dir, read_json, write_json
 from .model import load_weights, model_from_state, read_weights, save_weights
 from .results import TrialResult
-from .tokenizer import Tokenizer
+from .tokenizer import EOS, Tokenizer
 
 CHECKPOINTS = "checkpoints"
 STATE = "state.json"
+EOS_FILE = "tokenizer_eos.txt"  # only where the EOS is not GPT-2's (older checkpoints have none)
+
+
+def _eos_of(folder: Path) -> str:
+    f = folder / EOS_FILE
+    return f.read_text(encoding="utf-8") if f.is_file() else EOS
 
 
 def stage_dir(workdir: Path, stage: int) -> Path:
@@ -47,7 +54,8 @@ class Checkpoint:
 
     def tokenizer(self) -> Tokenizer:
         with _unreadable(self.path / "tokenizer.json"):
-            return Tokenizer.from_json((self.path / "tokenizer.json").read_text(), f"checkpoint:{self.path}")
+            return Tokenizer.from_json((self.path / "tokenizer.json").read_text(), f"checkpoint:{self.path}",
+                                       _eos_of(self.path))
 
     def method_state(self) -> dict[str, Any]:
         f = self.path / "method_state.pt"
@@ -80,18 +88,20 @@ class PackedCheckpoint:
     config_json: str
     state: dict[str, torch.Tensor]
     tokenizer_json: str
+    tokenizer_eos: str = EOS
 
     def model(self):
         return model_from_state(self.config_json, self.state, f"packed:{self.path}")
 
     def tokenizer(self) -> Tokenizer:
-        return Tokenizer.from_json(self.tokenizer_json, f"packed:{self.path}")
+        return Tokenizer.from_json(self.tokenizer_json, f"packed:{self.path}", self.tokenizer_eos)
 
 
 def pack_checkpoint(ckpt: Checkpoint) -> PackedCheckpoint:
     config_json, state = read_weights(ckpt.path)
     return PackedCheckpoint(ckpt.path.parent.parent, ckpt.stages_done, ckpt.result.complete,
-                            config_json, state, (ckpt.path / "tokenizer.json").read_text())
+                            config_json, state, (ckpt.path / "tokenizer.json").read_text(),
+                            _eos_of(ckpt.path))
 
 
 def save_checkpoint(workdir: Path, model, tokenizer: Tokenizer, method_state: dict[str, Any],
@@ -101,6 +111,8 @@ def save_checkpoint(workdir: Path, model, tokenizer: Tokenizer, method_state: di
     def fill(tmp: Path) -> None:
         save_weights(model, tmp)
         (tmp / "tokenizer.json").write_text(tokenizer.to_json())
+        if tokenizer.eos_token != EOS:
+            (tmp / EOS_FILE).write_text(tokenizer.eos_token, encoding="utf-8")
         if method_state:
             torch.save(method_state, tmp / "method_state.pt")
         write_json(tmp / STATE, {"stages_done": result.stages_done, "result": result.to_dict()})

@@ -11,6 +11,7 @@ loading: the file, then `--set key=value` overrides from the command line.
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 from typing import Any, Literal
 
@@ -58,16 +59,30 @@ class DataConfig(Strict):
     )
 
 
+class LoraSettings(Strict):
+    r: int = Field(8, ge=1, description="LoRA rank")
+    alpha: float = Field(16.0, gt=0, description="LoRA scaling numerator (the update is alpha/r x BA)")
+    dropout: float = Field(0.0, ge=0, lt=1, description="dropout on the LoRA branch's input")
+    target_modules: list[str] | None = Field(
+        None, min_length=1, description="names of the modules that get an adapter (e.g. q_proj and "
+        "v_proj); default: peft's choice for the architecture (GPT-2 c_attn, Llama/Qwen2 q_proj + "
+        "v_proj, GPT-NeoX query_key_value)")
+
+
 class ModelConfig(Strict):
     pretrained: str | None = Field(
         None,
-        description="a Hugging Face name (e.g. gpt2) or local folder of a pretrained GPT-2; "
-        "when unset, a randomly initialised GPT-2 is built from `config`",
+        description="a Hugging Face name (e.g. gpt2, HuggingFaceTB/SmolLM2-135M) or local folder of "
+        "any causal LM (AutoModelForCausalLM); when unset, a randomly initialised model is built "
+        "from `config`",
     )
     config: str | dict[str, Any] = Field(
         "tiny",
-        description="GPT-2 shape when not pretrained: a preset (tiny, small) or a mapping of "
-        "GPT2Config fields (n_layer, n_embd, n_head, n_positions, ...)",
+        description="the shape when not pretrained: a GPT-2 preset (tiny, small) or a mapping of "
+        "config fields; `model_type` (gpt2, llama, qwen2, gpt_neox, ...; default gpt2) picks the "
+        "architecture, the other keys are its config's fields (GPT-2: n_layer, n_embd, n_head, "
+        "n_positions; Llama: hidden_size, num_hidden_layers, num_attention_heads, "
+        "num_key_value_heads, intermediate_size, max_position_embeddings, ...)",
     )
     tokenizer: str = Field(
         "builtin",
@@ -82,32 +97,60 @@ class ModelConfig(Strict):
         "operations that the reference ran (its pow runs in fp32 under CUDA autocast). The same "
         "function to float rounding; a model whose config names another activation keeps it",
     )
+    lora: LoraSettings | None = Field(
+        None, description="train LoRA adapters (peft) on a frozen base instead of every weight: "
+        "{r, alpha, dropout, target_modules}; LAMOL's added token rows still train")
 
     @field_validator("config")
     @classmethod
     def _known_preset(cls, v: str | dict) -> str | dict:
         if isinstance(v, str) and v not in MODEL_PRESETS:
             raise ValueError(f"unknown preset {v!r}; {did_you_mean(v, list(MODEL_PRESETS))}")
-        if isinstance(v, dict):  # GPT2Config takes any keyword silently: a misspelt one would be lost
-            from transformers import GPT2Config
+        if isinstance(v, dict):  # configs take any keyword silently: a misspelt one would be lost
+            import inspect
 
-            known = sorted(GPT2Config().to_dict())
+            from transformers import CONFIG_MAPPING
+
+            model_type = v.get("model_type", "gpt2")
+            if model_type not in CONFIG_MAPPING:
+                raise ValueError(f"model_type {model_type!r} is not a transformers architecture; "
+                                 f"{did_you_mean(str(model_type), list(CONFIG_MAPPING.keys()))}")
+            config_cls = CONFIG_MAPPING[model_type]
+            known = sorted(set(config_cls().to_dict()) | set(inspect.signature(config_cls).parameters)
+                           | {"model_type"})
+            what = "GPT2Config" if model_type == "gpt2" else config_cls.__name__
             for key in v:
                 if key not in known:
-                    raise ValueError(f"{key!r} is not a GPT2Config field; {did_you_mean(str(key), known)}")
+                    raise ValueError(f"{key!r} is not a {what} field; {did_you_mean(str(key), known)}")
         return v
+
+    def model_type(self) -> str | None:
+        """The architecture, where the settings tell it without loading anything (None: a
+        pretrained model named without a local folder that says)."""
+        if not self.pretrained:
+            return "gpt2" if isinstance(self.config, str) else self.config.get("model_type", "gpt2")
+        f = Path(self.pretrained).expanduser() / "config.json"
+        try:
+            return json.loads(f.read_text())["model_type"] if f.is_file() else None
+        except (ValueError, KeyError):
+            return None
 
     def gpt2_kwargs(self) -> dict[str, Any]:
         return dict(MODEL_PRESETS[self.config]) if isinstance(self.config, str) else dict(self.config)
+
+    def arch_kwargs(self) -> dict[str, Any]:
+        """The config fields, `model_type` included where given (a preset is GPT-2's)."""
+        return self.gpt2_kwargs()
 
 
 # Settings added after trial and teacher identities were first stored, with the value that leaves
 # them out of an identity: `training.compile` when off (compiled blocks draw other dropout masks, so
 # when on it is part of it); `model.gelu` at its default, the one-kernel GELU: both kernels compute
 # the same function (to float rounding), so a folder trained with gelu_new before the setting existed
-# resumes with it; asking for gelu_new joins the identity.
+# resumes with it; asking for gelu_new joins the identity; `model.lora` while unset (full fine-tuning).
 LATER_SETTINGS: dict[tuple[str, str], Any] = {("training", "compile"): False,
-                                              ("model", "gelu"): "gelu_pytorch_tanh"}
+                                              ("model", "gelu"): "gelu_pytorch_tanh",
+                                              ("model", "lora"): None}
 
 
 def drop_unset_later_settings(config: dict[str, Any]) -> dict[str, Any]:
@@ -118,6 +161,8 @@ def drop_unset_later_settings(config: dict[str, Any]) -> dict[str, Any]:
         part = config.get(section)
         if isinstance(part, dict) and part.get(key, unset) == unset:
             part.pop(key, None)
+    if isinstance(config.get("eval"), dict):
+        stored_eval_identity(config["eval"])
     return config
 
 

@@ -91,13 +91,19 @@ def ds_config(training: TrainingConfig, precision: str) -> dict:
 
 
 def param_groups(model: torch.nn.Module, weight_decay: float, decay_layernorm: bool) -> list[dict]:
-    """AdamW groups: no decay on biases (and LayerNorm weights unless asked for, see config)."""
+    """AdamW groups: no decay on biases (and norm weights unless asked for, see config), nor on a
+    parameter marked `_l2kd_no_decay` (a LoRA model's embeddings, whose base rows must not move)."""
+    norms = {f"{m_name}.{n}" if m_name else n for m_name, m in model.named_modules()
+             if isinstance(m, torch.nn.LayerNorm) or type(m).__name__.endswith("Norm")
+             for n, _ in m.named_parameters(recurse=False)}  # LayerNorm, Llama's RMSNorm, ...
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        is_ln = ".ln_" in name or "ln_f." in name
-        (no_decay if name.endswith("bias") or (is_ln and not decay_layernorm) else decay).append(p)
+        is_ln = ".ln_" in name or "ln_f." in name or name in norms
+        frozen_rows = getattr(p, "_l2kd_no_decay", False)
+        (no_decay if name.endswith("bias") or frozen_rows or (is_ln and not decay_layernorm)
+         else decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay},
             {"params": no_decay, "weight_decay": 0.0}]
 
@@ -123,7 +129,7 @@ class Engine:
 
     @property
     def module(self) -> torch.nn.Module:
-        """The GPT-2 being trained (for decoding and saving)."""
+        """The model being trained (for decoding and saving)."""
         return self.ds.module.gpt2
 
     def logits(self, input_ids: torch.Tensor, positions: torch.Tensor,

@@ -1,6 +1,10 @@
-"""GPT-2: loaded by name/path or built from a config, with embeddings grown for new tokens.
+"""The language model: any Hugging Face causal LM, loaded by name/path or built from a config, with
+embeddings grown for new tokens, optionally with LoRA adapters (l2kd/lora.py).
 
-Nothing is fetched from a hub unless the user names a hub model in `model.pretrained`.
+GPT-2 keeps its fast paths (the padded head, compiled blocks, a frozen teacher's stored casts); every
+other architecture takes the generic path: its base model's hidden states (SDPA attention) and its
+output embeddings, the same values as its own forward. Nothing is fetched from a hub unless the user
+names a hub model in `model.pretrained`.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from transformers import GPT2Config, GPT2LMHeadModel
+from transformers import AutoConfig, AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel
 from transformers.activations import ACT2FN
 from transformers.pytorch_utils import Conv1D
 from transformers.utils import logging as hf_logging
@@ -29,31 +33,57 @@ hf_logging.set_verbosity_error()  # config warnings about bos/eos ids on small v
 INIT_STD = 0.02  # GPT-2's initializer_range; pytorch-transformers 1.2 drew new rows from N(0, 0.02)
 
 
-def build_model(cfg: ModelConfig, tokenizer: Tokenizer, seed: int) -> GPT2LMHeadModel:
-    """A GPT-2 sized for `tokenizer` (its added tokens included), in fp32, in train mode."""
+def build_model(cfg: ModelConfig, tokenizer: Tokenizer, seed: int) -> torch.nn.Module:
+    """A causal LM sized for `tokenizer` (its added tokens included), in fp32, in train mode; with
+    `cfg.lora`, its base frozen and a LoRA adapter attached (see l2kd/lora.py)."""
+    model = build_base(cfg, len(tokenizer), tokenizer.ids.eos, tokenizer.lamol_start, seed)
+    grow_embeddings(model, len(tokenizer), seed)
+    use_gelu(model, cfg.gelu)
+    model = model.float().train()
+    if cfg.lora is not None:
+        from . import lora
+
+        base = {"model": cfg.model_dump(mode="json", exclude={"lora"}), "seed": seed,
+                "vocab_size": len(tokenizer), "eos": tokenizer.ids.eos, "lamol_start": tokenizer.lamol_start}
+        lora.attach(model, cfg.lora, base)
+    return model
+
+
+def build_base(cfg: ModelConfig, vocab_size: int, eos: int, lamol_start: int, seed: int) -> torch.nn.Module:
+    """The model before LAMOL's rows are grown: pretrained weights (a vocabulary padded beyond the
+    tokenizer's, as Qwen2's, cut back to the tokenizer's base so LAMOL's tokens get new rows), or
+    random ones from `cfg.config` at `vocab_size`, drawn from `seed`."""
     torch.manual_seed(seed)
     if cfg.pretrained:
         _check_pretrained_path(cfg.pretrained)
         try:
-            model = GPT2LMHeadModel.from_pretrained(cfg.pretrained, attn_implementation="sdpa")
+            model = AutoModelForCausalLM.from_pretrained(cfg.pretrained, attn_implementation="sdpa")
         except Exception as e:  # noqa: BLE001 - surfaced as one config line
             raise ConfigError(f"model.pretrained: cannot load {cfg.pretrained!r} "
                               f"({type(e).__name__}: {str(e).splitlines()[0][:160]})") from None
-    else:
-        kwargs = cfg.gpt2_kwargs()
+        if model.get_input_embeddings().weight.shape[0] > lamol_start:
+            model.resize_token_embeddings(lamol_start, mean_resizing=False)
+            model.config.vocab_size = lamol_start
+        return model
+    kwargs = cfg.arch_kwargs()
+    model_type = kwargs.pop("model_type", "gpt2")
+    if model_type == "gpt2":
         try:
-            config = GPT2Config(vocab_size=len(tokenizer), bos_token_id=tokenizer.ids.eos,
-                                eos_token_id=tokenizer.ids.eos, **kwargs)
+            config = GPT2Config(vocab_size=vocab_size, bos_token_id=eos, eos_token_id=eos, **kwargs)
         except TypeError as e:
             raise ConfigError(f"model.config: {e}") from None
         if config.n_embd % config.n_head:
             raise ConfigError(f"model.config: n_embd ({config.n_embd}) must be a multiple of "
                               f"n_head ({config.n_head})")
         config._attn_implementation = "sdpa"  # PyTorch's fused scaled-dot-product attention
-        model = GPT2LMHeadModel(config)
-    grow_embeddings(model, len(tokenizer), seed)
-    use_gelu(model, cfg.gelu)
-    return model.float().train()
+        return GPT2LMHeadModel(config)
+    try:
+        config = AutoConfig.for_model(model_type, vocab_size=vocab_size, bos_token_id=eos,
+                                      eos_token_id=eos, **kwargs)
+        return AutoModelForCausalLM.from_config(config, attn_implementation="sdpa")
+    except Exception as e:  # noqa: BLE001 - configs raise their own validation errors
+        cause = e.__cause__ or e  # huggingface_hub's validation error wraps the config's own
+        raise ConfigError(f"model.config: {model_type}: {str(cause).splitlines()[0][:200]}") from None
 
 
 # GPT-2's GELU, tanh-approximated, in transformers' two spellings: one PyTorch kernel
@@ -67,7 +97,8 @@ def use_gelu(model: GPT2LMHeadModel, kernel: str) -> GPT2LMHeadModel:
     ReLU) keeps it: that is another function, not another kernel for the same one."""
     if kernel not in TANH_GELUS:
         raise ValueError(f"model.gelu: {kernel!r} is not one of {', '.join(TANH_GELUS)}")
-    if model.config.activation_function not in TANH_GELUS:
+    if getattr(model.config, "activation_function", None) not in TANH_GELUS \
+            or not isinstance(model, GPT2LMHeadModel):  # GPT-2's setting; other models keep theirs
         return model
     for block in model.transformer.h:
         block.mlp.act = ACT2FN[kernel]
@@ -88,10 +119,11 @@ def check_model_source(cfg: ModelConfig) -> None:
         _check_pretrained_path(cfg.pretrained)
 
 
-def grow_embeddings(model: GPT2LMHeadModel, vocab_size: int, seed: int) -> None:
+def grow_embeddings(model: torch.nn.Module, vocab_size: int, seed: int) -> None:
     """Resize to `vocab_size`; new rows ~ N(0, 0.02) as LAMOL's library did (not the mean of old
     rows, as modern transformers does), drawn from a generator keyed by the seed and row index so a
-    resumed trial grows identical rows."""
+    resumed trial grows identical rows. An untied output embedding (Llama's lm_head) draws its new
+    rows next from the same generator; a tied one (GPT-2's) shares the input's."""
     old = model.get_input_embeddings().weight.shape[0]
     if vocab_size == old:
         return
@@ -102,45 +134,96 @@ def grow_embeddings(model: GPT2LMHeadModel, vocab_size: int, seed: int) -> None:
         rows = torch.randn(vocab_size - old, emb.shape[1], generator=gen) * INIT_STD
         with torch.no_grad():
             emb[old:] = rows.to(emb.device, emb.dtype)
+            out = untied_output_weight(model)
+            if out is not None:
+                rows = torch.randn(vocab_size - old, out.shape[1], generator=gen) * INIT_STD
+                out[old:] = rows.to(out.device, out.dtype)
     model.config.vocab_size = vocab_size
+    from . import lora
+
+    if lora.is_lora(model):  # resizing made new embedding parameters: only LAMOL's rows train
+        lora.train_added_rows(model)
 
 
-def n_positions(model: GPT2LMHeadModel) -> int:
-    return int(model.config.n_positions)
+def untied_output_weight(model: torch.nn.Module) -> torch.Tensor | None:
+    """The output embedding's weight where it is not the input embedding's (Llama's lm_head)."""
+    out = model.get_output_embeddings()
+    if out is None or out.weight is model.get_input_embeddings().weight:
+        return None
+    return out.weight
+
+
+def is_gpt2(model: torch.nn.Module) -> bool:
+    """Whether GPT-2's fast paths apply (its module tree: transformer.h, Conv1D, a tied lm_head)."""
+    return isinstance(model, GPT2LMHeadModel)
+
+
+def n_positions(model: torch.nn.Module) -> int:
+    """The model's positions (GPT-2's n_positions, elsewhere max_position_embeddings)."""
+    c = model.config
+    return int(getattr(c, "n_positions", None) or c.max_position_embeddings)
 
 
 def save_weights(model: torch.nn.Module, folder: Path) -> None:
+    """config.json + model.safetensors (fp32): every weight once (a tied output embedding is left
+    out, as GPT-2's lm_head always was); a LoRA model's adapters and LAMOL's rows only."""
     from safetensors.torch import save_file
 
-    state = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in model.state_dict().items()
-             if not k.endswith("lm_head.weight")}  # tied to wte
+    from . import lora
+
+    if lora.is_lora(model):
+        state = lora.adapter_state(model)
+    else:
+        state = {k: v for k, v in model.state_dict().items() if k not in _shared_keys(model)}
+    state = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in state.items()}
     save_file(state, str(folder / "model.safetensors"))
     (folder / "config.json").write_text(model.config.to_json_string())
 
 
+def _shared_keys(model: torch.nn.Module) -> set[str]:
+    """State-dict keys of tensors another, earlier key already holds (tied weights)."""
+    seen: set[int] = set()
+    shared = set()
+    for k, v in model.state_dict(keep_vars=True).items():
+        if v.data_ptr() in seen and v.numel():
+            shared.add(k)
+        seen.add(v.data_ptr())
+    return shared
+
+
 def read_weights(folder: Path) -> tuple[str, dict[str, torch.Tensor]]:
-    """(GPT-2 config as JSON, fp32 state dict) as `save_weights` wrote them."""
+    """(model config as JSON, fp32 state dict) as `save_weights` wrote them."""
     from safetensors.torch import load_file
 
     return (folder / "config.json").read_text(), load_file(str(folder / "model.safetensors"))
 
 
-def model_from_state(config_json: str, state: dict[str, torch.Tensor], source: str) -> GPT2LMHeadModel:
-    """A GPT-2 rebuilt from its config and weights, in fp32 on the CPU."""
-    config = GPT2Config.from_dict(json.loads(config_json))
-    config._attn_implementation = "sdpa"
-    model = GPT2LMHeadModel(config)
+def model_from_state(config_json: str, state: dict[str, torch.Tensor], source: str) -> torch.nn.Module:
+    """A model rebuilt from its config and weights, in fp32 on the CPU (a LoRA model from its base,
+    rebuilt as it was built, plus the stored adapters: see l2kd/lora.py)."""
+    from . import lora
+
+    d = json.loads(config_json)
+    if lora.CONFIG_KEY in d:
+        return lora.rebuild(d, state, source)
+    if d.get("model_type", "gpt2") == "gpt2":  # GPT-2 exactly as checkpoints were always read
+        config = GPT2Config.from_dict(d)
+        config._attn_implementation = "sdpa"
+        model = GPT2LMHeadModel(config)
+    else:
+        config = AutoConfig.for_model(d["model_type"]).from_dict(d)
+        model = AutoModelForCausalLM.from_config(config, attn_implementation="sdpa")
     spec = spec_from_config(config)
     if spec is not None:  # a task-conditioned model (multitask_ca): rebuild its modules first
         install(model, spec)
     missing, unexpected = model.load_state_dict(state, strict=False)
-    if unexpected or any(not k.endswith("lm_head.weight") for k in missing):
+    if unexpected or any(k not in _shared_keys(model) for k in missing):
         raise RuntimeError(f"{source}: weights do not match the config ({missing[:3]} {unexpected[:3]})")
     model.tie_weights()
-    return model
+    return model.float()
 
 
-def load_weights(folder: Path) -> GPT2LMHeadModel:
+def load_weights(folder: Path) -> torch.nn.Module:
     """A model saved by `save_weights`, in fp32 on the CPU."""
     return model_from_state(*read_weights(folder), str(folder))
 
@@ -169,8 +252,11 @@ def hidden_states(gpt2: GPT2LMHeadModel, input_ids: torch.Tensor,
 
     With `compile_blocks` the blocks run through `compiled_block()`, around them the same steps as
     GPT2Model.forward without a mask or cache (token + position embeddings, dropout, blocks, final
-    LayerNorm): the same values to float tolerance, in far fewer kernels.
+    LayerNorm): the same values to float tolerance, in far fewer kernels. Any other causal LM: its
+    base model's output (no mask, so causal attention; right padding never leaks), always eager.
     """
+    if not is_gpt2(gpt2):
+        return gpt2.base_model(input_ids=input_ids, use_cache=False).last_hidden_state
     t = gpt2.transformer
     if not compile_blocks:
         return t(input_ids=input_ids, use_cache=False).last_hidden_state
@@ -204,7 +290,13 @@ def head_logits(gpt2: GPT2LMHeadModel, hidden: torch.Tensor, align: int | None =
     products (logits and both gradients) then ran on sm75 CUTLASS kernels at about 100 TFLOP/s,
     20 ms of a 106 ms step. Padding the weight is a 77 MB copy; the logits are a view of the padded
     product with exactly the unpadded values, and the padding's gradient is dropped.
+    Any other causal LM: its own output embeddings (with a bias, a LoRA or a soft cap where it has
+    one), unpadded.
     """
+    if not is_gpt2(gpt2):
+        logits = gpt2.get_output_embeddings()(hidden)
+        cap = getattr(gpt2.config, "final_logit_softcapping", None)  # Gemma 2's, applied by its forward
+        return logits if not cap else torch.tanh(logits / cap) * cap
     vocab = gpt2.lm_head.weight.shape[0]
     if weight is None:
         weight = padded_head_weight(gpt2.lm_head.weight, align)
@@ -213,19 +305,21 @@ def head_logits(gpt2: GPT2LMHeadModel, hidden: torch.Tensor, align: int | None =
 
 
 class TargetLogits(torch.nn.Module):
-    """GPT-2 whose forward returns LM-head logits only at chosen flat positions of its input.
+    """A causal LM whose forward returns LM-head logits only at chosen flat positions of its input.
 
     The head is the costly part of a small GPT-2's step (a 50k-word vocabulary), and the losses read
     logits only at target positions: the answer + EOS of QA rows and the real tokens of LM rows.
-    The values are exactly GPT-2's logits at those positions. DeepSpeed wraps this module.
-    `compile_blocks` runs the blocks compiled (see `hidden_states`); a task-conditioned GPT-2
-    (multitask_ca) always runs eagerly, its conditioning being Python state the compiler cannot see.
+    The values are exactly the model's logits at those positions. DeepSpeed wraps this module.
+    `compile_blocks` runs GPT-2's blocks compiled (see `hidden_states`); a task-conditioned GPT-2
+    (multitask_ca) and every other architecture always run eagerly, the first because its
+    conditioning is Python state the compiler cannot see. `gpt2` names the wrapped model of any
+    architecture (the name predates the others).
     """
 
-    def __init__(self, gpt2: GPT2LMHeadModel, compile_blocks: bool = False):
+    def __init__(self, gpt2: torch.nn.Module, compile_blocks: bool = False):
         super().__init__()
         self.gpt2 = gpt2
-        self.compile_blocks = compile_blocks and spec_from_config(gpt2.config) is None
+        self.compile_blocks = compile_blocks and is_gpt2(gpt2) and spec_from_config(gpt2.config) is None
         self.head_weight: torch.Tensor | None = None  # a frozen model's head, padded and cast once
 
     @classmethod
@@ -239,10 +333,13 @@ class TargetLogits(torch.nn.Module):
         memory traffic per GPT-2-small forward, in every Word-KD step. With `amp_dtype` the blocks'
         Conv1D weights and biases are stored in it: the products see exactly the values autocast gave
         them, and LayerNorms and embeddings, which autocast runs in fp32, stay fp32. The LM head
-        (tied to the fp32 embeddings) is kept padded and cast once beside them.
+        (tied to the fp32 embeddings) is kept padded and cast once beside them. Other architectures
+        are only put in eval mode without gradients (the stored casts are GPT-2's fast path).
         """
         gpt2.eval().requires_grad_(False)
         head = cls(gpt2, compile_blocks)
+        if not is_gpt2(gpt2):
+            return head
         weight = gpt2.lm_head.weight.detach()
         if amp_dtype is not None:
             for module in gpt2.transformer.h.modules():

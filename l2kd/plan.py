@@ -25,7 +25,7 @@ from .config import TrialConfig
 from .trialconfig import trial_config
 from .data import load_split
 from .decode import pseudo_counts
-from .errors import ArtifactError, DataError, UserError
+from .errors import ArtifactError, ConfigError, DataError, UserError
 from .gridspec import Experiment, GridSpec, MethodEntry, is_order_free
 from .io import read_json
 from .methods import make_method
@@ -142,10 +142,10 @@ def build_plan(spec: GridSpec, *, strict_data: bool = True) -> Plan:
     def teacher(cfg: TrialConfig, task: str, user: str | None, modes: tuple[str, ...], ref: bool) -> str:
         try:
             folder = store.folder(cfg, task).name
-        except DataError as e:
+        except (DataError, ConfigError) as e:  # a teacher's key reads its data and tokenizer
             if strict_data:
                 raise
-            missing.setdefault(task, str(e))
+            missing.setdefault(task if isinstance(e, DataError) else "model", str(e))
             folder = f"{task}-?"
         job = teachers.setdefault(folder, TeacherJob(folder, task, cfg.to_dict()))
         if user:
@@ -269,7 +269,8 @@ def _row_lengths(task: str, data_json: str, tokenizer: tuple, max_len: int) -> R
 def _max_len(cfg: TrialConfig) -> int:
     if cfg.model.pretrained:
         return 1024
-    return int(cfg.model.gpt2_kwargs().get("n_positions", 1024))
+    kw = cfg.model.arch_kwargs()
+    return int(kw.get("n_positions", kw.get("max_position_embeddings", 1024)))
 
 
 def cell_tokens(cfg: TrialConfig) -> int:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from .checkpoint import PackedCheckpoint, latest_checkpoint, pack_checkpoint
-from .config import TrialConfig, drop_unset_later_settings, stored_eval_identity
+from .config import TrialConfig, drop_unset_later_settings
 from .trialconfig import trial_config
 from .context import decode_settings, derive_seed
 from .data import load_split, split_path
@@ -65,7 +65,6 @@ def teacher_identity(tcfg: TrialConfig) -> dict[str, Any]:
     for volatile in ("log_every", "threads"):
         d["training"].pop(volatile)
     drop_unset_later_settings(d)
-    stored_eval_identity(d["eval"])
     data = {k: v for k, v in d["data"].items() if k != "dir"}  # files are identified by content
     m = tcfg.model
     d["model"].pop("tokenizer")  # identified by its vocabulary's fingerprint, not by how its path is spelled

@@ -3,7 +3,8 @@
 Sources: GPT-2's own files (a folder with encoder.json + vocab.bpe), a Hugging Face name or folder,
 or 'builtin': a small BPE trained on the built-in benchmark (deterministic, so every process builds
 the same one). As LAMOL, `__ans__`, `__pad__`, `__unk__` are added in that order after the base
-vocabulary (EOS is GPT-2's `<|endoftext|>`, already in it), then one `__{task}__` token per task.
+vocabulary, then one `__{task}__` token per task. EOS is GPT-2's `<|endoftext|>` for GPT-2's files and
+the builtin BPE; a Hugging Face tokenizer's own EOS (its `eos_token`) for any other model.
 """
 
 from __future__ import annotations
@@ -42,13 +43,14 @@ def task_token(task: str) -> str:
 class Tokenizer:
     """Encode/decode without special-token handling; LAMOL's added tokens appended in order."""
 
-    def __init__(self, hf: HFTokenizer, source: str):
+    def __init__(self, hf: HFTokenizer, source: str, eos_token: str = EOS):
         self.hf = hf
         self.source = source
+        self.eos_token = eos_token
         self.base_size = hf.get_vocab_size(with_added_tokens=False)
-        eos = hf.token_to_id(EOS)
+        eos = hf.token_to_id(eos_token)
         if eos is None:
-            raise ConfigError(f"tokenizer {source}: has no {EOS} token")
+            raise ConfigError(f"tokenizer {source}: has no {eos_token} token")
         for tok in ADDED:
             self._add(tok)
         v = hf.token_to_id
@@ -65,7 +67,8 @@ class Tokenizer:
         if (path / "encoder.json").is_file() and (path / "vocab.bpe").is_file():
             return cls(_gpt2_from_files(path), f"gpt2-bpe:{path.resolve()}")
         if (path / "tokenizer.json").is_file():
-            return cls(HFTokenizer.from_file(str(path / "tokenizer.json")), str(path.resolve()))
+            return cls(HFTokenizer.from_file(str(path / "tokenizer.json")), str(path.resolve()),
+                       _configured_eos(path))
         if path.is_dir() and not (path / "tokenizer_config.json").is_file():
             raise ConfigError(f"model.tokenizer: {spec}: the folder holds neither GPT-2's encoder.json "
                               "+ vocab.bpe nor a tokenizer.json")
@@ -74,15 +77,16 @@ class Tokenizer:
         try:  # a Hugging Face name or folder (fetched from the hub only when the user names one)
             from transformers import AutoTokenizer
 
-            return cls(AutoTokenizer.from_pretrained(spec).backend_tokenizer, spec)
+            auto = AutoTokenizer.from_pretrained(spec)
+            return cls(auto.backend_tokenizer, spec, auto.eos_token or EOS)
         except Exception as e:  # noqa: BLE001 - any failure here is a bad tokenizer setting
             raise ConfigError(f"model.tokenizer: cannot load {spec!r} "
                               f"({type(e).__name__}: {str(e).splitlines()[0][:160]})") from None
 
     @classmethod
-    def from_json(cls, text: str, source: str) -> "Tokenizer":
+    def from_json(cls, text: str, source: str, eos_token: str = EOS) -> "Tokenizer":
         """Rebuild a saved tokenizer (added tokens included) exactly."""
-        return cls(HFTokenizer.from_str(text), source)
+        return cls(HFTokenizer.from_str(text), source, eos_token)
 
     def to_json(self) -> str:
         return self.hf.to_str()
@@ -96,6 +100,11 @@ class Tokenizer:
     def add_task(self, task: str) -> int:
         """The id of `__{task}__`, added if new (a no-op for a known task, as LAMOL)."""
         return self._add(task_token(task))
+
+    @property
+    def lamol_start(self) -> int:
+        """The first of LAMOL's rows: ids below it are the base vocabulary's (a pretrained model's)."""
+        return min(self.ids.ans, self.ids.pad, self.ids.unk)
 
     def task_id(self, task: str) -> int | None:
         return self.hf.token_to_id(task_token(task))
@@ -117,6 +126,20 @@ class Tokenizer:
         vocab = sorted((t, i) for t, i in self.hf.get_vocab(with_added_tokens=True).items()
                        if not (t.startswith("__") and t.endswith("__") and t not in ADDED))
         return hashlib.sha256(json.dumps(vocab).encode()).hexdigest()[:16]
+
+
+def _configured_eos(folder: Path) -> str:
+    """The EOS a Hugging Face tokenizer folder names in its tokenizer_config.json (else GPT-2's)."""
+    f = folder / "tokenizer_config.json"
+    if not f.is_file():
+        return EOS
+    try:
+        eos = json.loads(f.read_text(encoding="utf-8")).get("eos_token")
+    except (ValueError, UnicodeDecodeError):
+        raise ConfigError(f"model.tokenizer: {f}: not valid JSON") from None
+    if isinstance(eos, dict):  # {"content": "</s>", ...} in older files
+        eos = eos.get("content")
+    return eos if isinstance(eos, str) and eos else EOS
 
 
 def _gpt2_from_files(folder: Path) -> HFTokenizer:

@@ -20,7 +20,7 @@ import torch
 import yaml
 
 from .checkpoint import CHECKPOINTS, Checkpoint, latest_checkpoint, read_checkpoint, save_checkpoint
-from .config import TrainingConfig, TrialConfig, drop_unset_later_settings, stored_eval_identity
+from .config import TrainingConfig, TrialConfig, drop_unset_later_settings
 from .context import TrialContext
 from .data import load_split
 from .data.batching import collate, plan_epoch  # noqa: F401  (plan_epoch: re-exported)
@@ -64,7 +64,6 @@ def trial_identity(cfg_dict: dict[str, Any]) -> dict[str, Any]:
     d.pop("name", None)
     d.get("training", {}).pop("log_every", None)
     drop_unset_later_settings(d)
-    stored_eval_identity(d.get("eval", {}))
     return d
 
 

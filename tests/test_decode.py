@@ -197,3 +197,18 @@ def test_both_compaction_policies_give_the_same_answers():
                                       settings=DecodeSettings(mode, check_every=4, compaction=policy))
     for mode in ("greedy", "top_k"):
         assert run("eager", mode) == run("lazy", mode) == run("auto", mode)
+
+
+def test_a_gpt2_with_lora_adapters_takes_the_generic_path():
+    """The static-cache stepper reads the products' weights; an adapter's addition would be lost."""
+    from l2kd.config import ModelConfig
+    from l2kd.decode.steppers import gpt2_fast_path_applies
+    from l2kd.model import build_model
+    from l2kd.tokenizer import Tokenizer
+
+    tok = Tokenizer.load("builtin", None, 1024)
+    plain = build_model(ModelConfig(config={"n_layer": 1, "n_embd": 32, "n_head": 2, "n_positions": 64}), tok, 0)
+    assert gpt2_fast_path_applies(plain)
+    lora = build_model(ModelConfig(config={"n_layer": 1, "n_embd": 32, "n_head": 2, "n_positions": 64},
+                                   lora={"r": 4}), tok, 0)
+    assert not gpt2_fast_path_applies(lora)

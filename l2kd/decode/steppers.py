@@ -36,10 +36,16 @@ def gpt2_fast_path_applies(model) -> bool:
 
     from ..conditioning import spec_from_config
 
+    from transformers.pytorch_utils import Conv1D
+
     if type(model) is not GPT2LMHeadModel:
         return False
     c = model.config
-    return (spec_from_config(c) is None and not getattr(c, "add_cross_attention", False)
+    # every product a plain Conv1D: a LoRA (or any other) wrapper adds to the product, which the
+    # stepper, reading the weights, would leave out
+    plain = all(type(m) is Conv1D for b in model.transformer.h
+                for m in (b.attn.c_attn, b.attn.c_proj, b.mlp.c_fc, b.mlp.c_proj))
+    return (plain and spec_from_config(c) is None and not getattr(c, "add_cross_attention", False)
             and not getattr(c, "reorder_and_upcast_attn", False))
 
 

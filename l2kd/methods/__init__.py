@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ..config import MethodSpec, validate
 from ..errors import ConfigError
-from . import finetune, gem, kd, lamol, multitask, multitask_ca, regularizers, single  # noqa: F401  (registration)
+from . import finetune, gem, kd, lamol, multitask, multitask_ca, o_lora, regularizers, single  # noqa: F401  (registration)
 from .base import Method, MethodParams
 from .registry import METHODS
 

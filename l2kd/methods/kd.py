@@ -37,7 +37,7 @@ from ..decode import DecodeSettings, amp, decode
 from ..errors import ArtifactError, DataError
 from ..io import write_json
 from ..losses import grouped_means, kd_and_nll_each, weighted_nll
-from ..model import TargetLogits, use_gelu
+from ..model import TargetLogits, n_positions, use_gelu
 from ..tokenizer import Tokenizer, clean_up_tokenization
 from .lamol import Lamol, LamolParams
 from .registry import register
@@ -98,7 +98,7 @@ def decode_teacher_answers(source: TeacherSource, examples: list[Example], mode:
     head, tok = load_teacher(source, device, amp_dtype)
     model = head.gpt2
     ids = tok.ids
-    max_len = int(model.config.n_positions)
+    max_len = n_positions(model)
     C = tok.encode_batch([e.context for e in examples])
     Q = tok.encode_batch([e.question for e in examples])
     longest = max(len(join_answers(tok.encode_batch(list(e.answers)), ids.pad)) for e in examples)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
+from ..errors import ConfigError
 from ..conditioning import ConditioningSpec, freeze_lower_half, install
 from .multitask import Multitask, MultitaskParams
 from .registry import register
@@ -32,10 +33,26 @@ class MultitaskCAParams(MultitaskParams):
 class MultitaskCA(Multitask):
     Params = MultitaskCAParams
 
+    @classmethod
+    def check_config(cls, cfg) -> None:
+        # the conditioning hooks GPT-2's own modules (ln_1/ln_2 of transformer.h, ln_f); other
+        # architectures name and place their norms differently, and a LoRA base is frozen
+        kind = cfg.model.model_type()
+        if kind not in ("gpt2", None):
+            raise ValueError(f"multitask_ca conditions GPT-2's layer norms; model_type {kind!r} is "
+                             "not supported (use multitask)")
+        if cfg.model.lora is not None:
+            raise ValueError("multitask_ca trains its task modules on a full model; model.lora is not supported")
+
     def task_index(self, ctx):
         return {t: i for i, t in enumerate(ctx.cfg.tasks)}
 
     def prepare_model(self, ctx, model):
+        from ..model import is_gpt2
+
+        if not is_gpt2(model):  # a pretrained model named without a local config.json
+            raise ConfigError(f"method (multitask_ca): conditions GPT-2's layer norms; "
+                              f"{type(model).__name__} is not supported (use multitask)")
         cfg = model.config
         spec = ConditioningSpec(tuple(ctx.cfg.tasks), self.p.task_dim,
                                 self.p.adapter_dim or max(1, cfg.n_embd // 3), cfg.n_layer // 2)

@@ -15,6 +15,8 @@
 - Embedding rows grown for later task tokens carry no importance: Ω and θ* cover the rows that
   existed when they were taken (the reference lost the resized embeddings from its penalty
   altogether, and crashed with task tokens).
+- Ω and θ* cover the trainable parameters only: with `model.lora`, the adapters and the embeddings
+  (whose frozen base rows get no gradient, so no importance), not the frozen base.
 Ω and θ* are the method's state, so a resumed trial continues with exactly the same penalty.
 """
 
@@ -46,6 +48,12 @@ def _pad_rows(t: torch.Tensor, rows: int) -> torch.Tensor:
     if t.shape[0] >= rows:
         return t[:rows]
     return torch.cat([t, t.new_zeros((rows - t.shape[0], *t.shape[1:]))])
+
+
+def _trainable_copy(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """θ*: the trainable weights only (a LoRA model's adapters and embeddings, not its frozen base,
+    which cannot move and carries no importance)."""
+    return {n: p.detach().float().cpu().clone() for n, p in model.named_parameters() if p.requires_grad}
 
 
 class _Regularized(Method):
@@ -93,7 +101,7 @@ class _Regularized(Method):
     # ------------------------------------------------------------------ hooks
     def begin_training(self, ctx, tasks):
         if self.p.anchor == "pretrained" and not self.anchor:  # before the first task trains
-            self.anchor = {n: p.detach().float().cpu().clone() for n, p in ctx.model.named_parameters()}
+            self.anchor = _trainable_copy(ctx.model)
         self._params = dict(ctx.model.named_parameters())
         self._dev = ({n: o.to(ctx.device) for n, o in self.omega.items()},
                      {n: a.to(ctx.device) for n, a in self.anchor.items() if n in self.omega})
@@ -108,7 +116,7 @@ class _Regularized(Method):
     def end_stage(self, ctx, tasks):
         (task,) = tasks
         if self.p.anchor == "previous":
-            self.anchor = {n: p.detach().float().cpu().clone() for n, p in ctx.model.named_parameters()}
+            self.anchor = _trainable_copy(ctx.model)
         new = self.importance(ctx, task)
         for name, imp in new.items():
             rows = self.anchor[name].shape[0]  # rows without an anchor carry no importance
