@@ -56,7 +56,8 @@ def build_model(cfg: ModelConfig, tokenizer: Tokenizer, seed: int) -> GPT2LMHead
 
 def _check_pretrained_path(pretrained: str) -> None:
     if looks_like_path(pretrained) and not Path(pretrained).expanduser().exists():
-        raise ConfigError(f"model.pretrained: {pretrained}: no such folder")
+        raise ConfigError(f"model.pretrained: {pretrained}: no such folder (a base of your own: "
+                          "python cli.py pretrain CONFIG --out FOLDER)")
 
 
 def check_model_source(cfg: ModelConfig) -> None:
