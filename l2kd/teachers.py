@@ -69,10 +69,16 @@ def teacher_identity(tcfg: TrialConfig) -> dict[str, Any]:
     data = {k: v for k, v in d["data"].items() if k != "dir"}  # files are identified by content
     m = tcfg.model
     d["model"].pop("tokenizer")  # identified by its vocabulary's fingerprint, not by how its path is spelled
-    return {"task": task, "files": {s: _sha(p, p.stat().st_mtime) for s, p in files.items()},
-            "data": data, "model": d["model"], "training": d["training"], "eval": d["eval"],
-            "method": d["method"], "seed": tcfg.seed,
-            "tokenizer": _tokenizer_fingerprint(m.tokenizer, m.pretrained, m.builtin_vocab_size)}
+    out = {"task": task, "files": {s: _sha(p, p.stat().st_mtime) for s, p in files.items()},
+           "data": data, "model": d["model"], "training": d["training"], "eval": d["eval"],
+           "method": d["method"], "seed": tcfg.seed,
+           "tokenizer": _tokenizer_fingerprint(m.tokenizer, m.pretrained, m.builtin_vocab_size)}
+    base_manifest = Path(m.pretrained).expanduser() / "manifest.json" if m.pretrained else None
+    if base_manifest is not None and base_manifest.is_file():
+        # a base made by `cli.py pretrain`: identified by its settings too, so a base pretrained
+        # again into the same folder with other settings does not reuse the old one's teachers
+        out["base"] = read_json(base_manifest).get("config_hash")
+    return out
 
 
 def teacher_key(tcfg: TrialConfig) -> str:
