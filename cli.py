@@ -3,6 +3,7 @@
 
     python cli.py grid GRID.yaml           every (order x method x seed) cell of a grid, on Ray Tune
     python cli.py train TRIAL.yaml         one lifelong trial, with a live progress display
+    python cli.py pretrain BASE.yaml --out DIR   a GPT-2 base on plain text, for model.pretrained
     python cli.py bench TRIAL.yaml         its speed here, against the reference's way
     python cli.py validate FILE            check a trial config and its data without running
     python cli.py report RUN_DIR           the paper's tables, CL figures and curves of a run folder
@@ -153,6 +154,44 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise e if e.where else ConfigError(str(e), where=args.config) from None
     out.print(render_matrix(result, f"R: {cfg.name} ({cfg.method.name}, seed {cfg.seed})"))
     console.print(f"done in {time.perf_counter() - start:.1f} s; results: {workdir / 'results.json'}")
+    return 0
+
+
+def cmd_pretrain(args: argparse.Namespace) -> int:
+    from l2kd.pretrain import load_pretrain_config, run_pretrain
+
+    cfg = load_pretrain_config(args.config, args.set)
+    start = time.perf_counter()
+    progress = Progress(TextColumn("[bold]pretraining"), BarColumn(), MofNCompleteColumn(),
+                        TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[speed]}"),
+                        TimeElapsedColumn(), console=console, disable=args.quiet)
+    bar = None
+
+    def on_event(name: str, **e) -> None:
+        nonlocal bar
+        if name == "start":
+            progress.console.print(f"pretraining {e['params'] / 1e6:.1f}M parameters on {e['blocks']} "
+                                   f"sequences ({e['device']}, {e['precision']}) -> {e['out']}",
+                                   markup=False, soft_wrap=True)
+            bar = progress.add_task("", total=e["steps"], completed=e["step"], loss="-", speed="")
+        elif name == "resume":
+            progress.console.print(f"  resuming at step {e['step']}")
+        elif name == "step" and bar is not None:
+            progress.update(bar, completed=e["step"], loss=f"{e['loss']:.3f}",
+                            speed=f"{e['tokens_per_s']:.0f} tok/s")
+        elif name == "done_already":
+            progress.console.print(f"{e['out']}: already pretrained with these settings", markup=False)
+
+    with progress:
+        manifest = run_pretrain(cfg, args.out, fresh=args.fresh, on_event=on_event)
+    seen, loss = manifest["seen"], manifest["loss"]
+    overlap = manifest["corpus"].get("disjoint_from")
+    console.print(f"done in {time.perf_counter() - start:.1f} s: {seen['steps']} steps, {seen['tokens']:,} "
+                  f"tokens ({seen['passes']:.2f} passes over {manifest['corpus']['tokens']:,}), loss "
+                  f"{loss['first']:.3f} -> {loss['last']:.3f}"
+                  + (f"; {overlap['shared_ngrams']} of {overlap['corpus_ngrams']:,} corpus 8-grams in "
+                     "the held-out tasks" if overlap else "")
+                  + f"; base: {args.out} (model.pretrained)")
     return 0
 
 
@@ -661,6 +700,20 @@ def build_parser() -> argparse.ArgumentParser:
                    "process already fills (default: 0, all teachers first, in this process)")
     p.add_argument("--quiet", action="store_true", help="no progress display")
     p.set_defaults(fn=cmd_train)
+
+    p = sub.add_parser("pretrain", help="pretrain a GPT-2 base (causal LM) on plain text for model.pretrained",
+                       description="Causal-LM pretraining of a GPT-2 built from the config's model "
+                       "shape on plain text files or folders (each non-empty line a document), through "
+                       "the trial's DeepSpeed engine. Writes a Hugging Face folder (config.json, "
+                       "model.safetensors, tokenizer.json) with manifest.json (corpus hashes, tokens and "
+                       "steps seen); running it again resumes from the last save.")
+    p.add_argument("config", help="pretraining config (YAML), e.g. grids/bases/claims-cpu.yaml")
+    p.add_argument("--out", required=True, help="the base's folder (name it in model.pretrained)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key, e.g. --set training.steps=200 (repeatable)")
+    p.add_argument("--fresh", action="store_true", help="discard what --out holds instead of resuming")
+    p.add_argument("--quiet", action="store_true", help="no progress display")
+    p.set_defaults(fn=cmd_pretrain)
 
     p = sub.add_parser("grid", help="run a whole grid (orders x methods x seeds) on Ray Tune",
                        description="Schedules every cell of a grid file as a Ray Tune trial: teachers "

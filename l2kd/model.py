@@ -108,7 +108,8 @@ def use_gelu(model: GPT2LMHeadModel, kernel: str) -> GPT2LMHeadModel:
 
 def _check_pretrained_path(pretrained: str) -> None:
     if looks_like_path(pretrained) and not Path(pretrained).expanduser().exists():
-        raise ConfigError(f"model.pretrained: {pretrained}: no such folder")
+        raise ConfigError(f"model.pretrained: {pretrained}: no such folder (a base of your own: "
+                          "python cli.py pretrain CONFIG --out FOLDER)")
 
 
 def check_model_source(cfg: ModelConfig) -> None:

@@ -29,6 +29,7 @@ from .errors import ArtifactError
 from .io import file_in_the_way, file_sha256, read_json, stable_hash, write_json
 from .methods import make_method, method_params
 from .methods.kd import distil_file, teacher_answers
+from .model import TargetLogits
 from .tokenizer import Tokenizer
 from .trial import resolve_device, run_trial
 
@@ -68,10 +69,16 @@ def teacher_identity(tcfg: TrialConfig) -> dict[str, Any]:
     data = {k: v for k, v in d["data"].items() if k != "dir"}  # files are identified by content
     m = tcfg.model
     d["model"].pop("tokenizer")  # identified by its vocabulary's fingerprint, not by how its path is spelled
-    return {"task": task, "files": {s: _sha(p, p.stat().st_mtime) for s, p in files.items()},
-            "data": data, "model": d["model"], "training": d["training"], "eval": d["eval"],
-            "method": d["method"], "seed": tcfg.seed,
-            "tokenizer": _tokenizer_fingerprint(m.tokenizer, m.pretrained, m.builtin_vocab_size)}
+    out = {"task": task, "files": {s: _sha(p, p.stat().st_mtime) for s, p in files.items()},
+           "data": data, "model": d["model"], "training": d["training"], "eval": d["eval"],
+           "method": d["method"], "seed": tcfg.seed,
+           "tokenizer": _tokenizer_fingerprint(m.tokenizer, m.pretrained, m.builtin_vocab_size)}
+    base_manifest = Path(m.pretrained).expanduser() / "manifest.json" if m.pretrained else None
+    if base_manifest is not None and base_manifest.is_file():
+        # a base made by `cli.py pretrain`: identified by its settings too, so a base pretrained
+        # again into the same folder with other settings does not reuse the old one's teachers
+        out["base"] = read_json(base_manifest).get("config_hash")
+    return out
 
 
 def teacher_key(tcfg: TrialConfig) -> str:
@@ -139,6 +146,7 @@ class TeacherStore:
         write_json(path / MANIFEST, {
             "key": path.name.rsplit("-", 1)[1], "task": task, "identity": identity,
             "scores": result.metrics[-1][task], "primary": result.primary[task],
+            "diagnostics": teacher_diagnostics(tcfg, task, path),
             "train_s": sum(s["timing"]["train_s"] for s in result.stage_info),
             "wall_s": time.perf_counter() - t0, "created": time.strftime("%Y-%m-%dT%H:%M:%S")})
         self.trained += 1
@@ -148,6 +156,34 @@ class TeacherStore:
         method = make_method(cfg.method)
         modes = method.seq_kd_modes(cfg)
         return {t: self.ensure(cfg, t, on_event, modes) for t in method.teachers_needed(cfg)}
+
+
+DIAGNOSTIC_TEMPERATURES = (1.0, 2.0)  # T = 1: Seq-KD's view; T = 2: Word-KD's default
+
+
+def teacher_diagnostics(tcfg: TrialConfig, task: str, folder: Path) -> dict[str, Any]:
+    """A finished teacher's targets over a sample of its own training rows at each temperature of
+    DIAGNOSTIC_TEMPERATURES, and the spread of its test predictions (see l2kd.diagnostics)."""
+    from . import diagnostics as D
+    from .context import TrialContext
+    from .decode import amp
+
+    device, _, amp_dtype = resolve_device(tcfg.training)
+    ckpt = latest_checkpoint(folder)
+    tok = ckpt.tokenizer()
+    teacher = TargetLogits.frozen(ckpt.model().to(device), amp_dtype)
+    ctx = TrialContext(cfg=tcfg, tokenizer=tok, device=device, amp_dtype=amp_dtype,
+                       max_len=int(teacher.gpt2.config.n_positions),
+                       train={task: load_split(task, "train", tcfg.data)}, test={})
+    rows = ctx.train_rows(task)
+    seen = D.seen_ids(rows, len(tok))
+    sample = D.sample_rows(rows, D.SAMPLE_ROWS, derive_seed(tcfg.seed, "diagnostics", task))
+    out: dict[str, Any] = {"by_temperature": {
+        f"{T:g}": D.measure(teacher, sample, tok.ids.pad, seen, T, device=device,
+                            amp_ctx=amp(device, amp_dtype)) for T in DIAGNOSTIC_TEMPERATURES}}
+    out.update(D.teacher_test_spread(folder, task))
+    out["flags"] = {T: D.degenerate_flags({**fig, **out}) for T, fig in out["by_temperature"].items()}
+    return out
 
 
 def make_seq_kd_data(tcfg: TrialConfig, task: str, folder: Path, mode: str) -> Path:

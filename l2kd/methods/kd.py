@@ -177,33 +177,66 @@ def word_kd_terms(batch, logits, t_logits, weight, temperature, col_map, lm_lamb
 
 
 # --------------------------------------------------------------------------- the methods
+def vocabulary_maps(s_tok: Tokenizer, t_tok: Tokenizer, task: str, source: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(input map, column map) between a student and the teacher of `task` (see the module's notes):
+    student input id -> teacher input id, and teacher column -> student column."""
+    if t_tok.base_fingerprint() != s_tok.base_fingerprint():
+        raise ArtifactError(f"{source}: the teacher's vocabulary differs from the student's")
+    t_task, s_task = t_tok.task_id(task), s_tok.task_id(task)
+    if t_task is None:
+        raise ArtifactError(f"{source}: the teacher has no token for task {task}")
+    n_shared = s_tok.ids.unk + 1  # base vocabulary + __ans__ __pad__ __unk__, same ids in both
+    in_map = torch.arange(len(s_tok))
+    in_map[n_shared:] = t_tok.ids.unk
+    in_map[s_task] = t_task
+    col_map = torch.arange(len(t_tok))
+    col_map[t_task] = s_task
+    return in_map, col_map
+
+
+def stage_diagnostics(ctx: TrialContext, teacher: TargetLogits, input_map: torch.Tensor,
+                      col_map: torch.Tensor, task: str, rows: list, temperature: float,
+                      teacher_dir: Path | None) -> dict:
+    """The teacher's targets at `temperature` and the student's top-1 agreement with it after the
+    stage, over a sample of the stage's current-task rows (see l2kd.diagnostics)."""
+    from .. import diagnostics as D
+
+    student = TargetLogits(ctx.model)
+    was_training = ctx.model.training
+    ctx.model.eval()
+    try:
+        seen = D.seen_ids(ctx.train_rows(task), len(ctx.tokenizer))
+        sample = D.sample_rows(rows, D.SAMPLE_ROWS, ctx.seed("diagnostics", ctx.stage))
+        out = D.measure(teacher, sample, ctx.tokenizer.ids.pad, seen, temperature, device=ctx.device,
+                        amp_ctx=amp(ctx.device, ctx.amp_dtype), student=student, input_map=input_map,
+                        col_map=col_map, n_student=len(ctx.tokenizer))
+    finally:
+        ctx.model.train(was_training)
+    out["task"] = task
+    if teacher_dir is not None:
+        out.update(D.teacher_test_spread(teacher_dir, task))
+    out["flags"] = D.degenerate_flags(out)
+    return out
+
+
 class _WordKD:
     """Word-KD losses and teacher handling; mixed into LAMOL-based methods."""
+
+    cache = None  # the teacher's cached hidden states of the current stage (teacher_cache.py), if made
 
     def begin_training(self, ctx: TrialContext, tasks: tuple[str, ...]) -> None:
         (task,) = tasks
         source = ctx.teachers[task]
         self.teacher, t_tok = load_teacher(source, ctx.device, ctx.amp_dtype, ctx.cfg.training.compile,
                                           ctx.cfg.model.gelu)
-        s_tok = ctx.tokenizer
-        if t_tok.base_fingerprint() != s_tok.base_fingerprint():
-            raise ArtifactError(f"{teacher_folder(source)}: the teacher's vocabulary differs from the student's")
-        t_task, s_task = t_tok.task_id(task), s_tok.task_id(task)
-        if t_task is None:
-            raise ArtifactError(f"{teacher_folder(source)}: the teacher has no token for task {task}")
-        n_shared = s_tok.ids.unk + 1  # base vocabulary + __ans__ __pad__ __unk__, same ids in both
-        in_map = torch.arange(len(s_tok))
-        in_map[n_shared:] = t_tok.ids.unk
-        in_map[s_task] = t_task
-        col_map = torch.arange(len(t_tok))
-        col_map[t_task] = s_task
+        in_map, col_map = vocabulary_maps(ctx.tokenizer, t_tok, task, str(teacher_folder(source)))
         self.input_map, self.col_map = in_map.to(ctx.device), col_map.to(ctx.device)
         self.cache = None
         if ctx.cfg.training.epochs > 1:  # made once, it pays from the second epoch on
             rows = [r for r in self.train_rows(ctx, tasks) if not r.is_pseudo]
             self.cache = TeacherCache.build(
                 self.teacher, self.input_map, rows, budget_mib=self.p.teacher_cache_mib,
-                pad=s_tok.ids.pad, with_lm=self.uses_lm, device=ctx.device, amp_dtype=ctx.amp_dtype,
+                pad=ctx.tokenizer.ids.pad, with_lm=self.uses_lm, device=ctx.device, amp_dtype=ctx.amp_dtype,
                 tokens_per_batch=ctx.cfg.training.tokens_per_batch)
 
     def loss_terms(self, ctx, batch, logits):
@@ -217,8 +250,12 @@ class _WordKD:
                              self.p.temperature, self.col_map, self.p.lm_lambda)
 
     def end_stage(self, ctx, tasks):
+        (task,) = tasks
+        current = [r for r in self.train_rows(ctx, tasks) if not r.is_pseudo]
+        diag = stage_diagnostics(ctx, self.teacher, self.input_map, self.col_map, task, current,
+                                 self.p.temperature, teacher_folder(ctx.teachers[task]))
         self.teacher = self.cache = None  # the teacher of a finished task is discarded (paper §1)
-        return super().end_stage(ctx, tasks)
+        return {**super().end_stage(ctx, tasks), "kd": diag}
 
 
 class _SeqKDData:
@@ -255,6 +292,21 @@ class SeqKD(_SeqKDData, Lamol):
 
     def teachers_needed(self, cfg) -> list[str]:
         return [] if cfg.data.distil_dir else list(cfg.tasks)
+
+    def end_stage(self, ctx, tasks):
+        """The same diagnostics as Word-KD's, at T = 1 (Seq-KD learns the teacher's hard answers),
+        where a teacher exists (not with precomputed distil files)."""
+        info = super().end_stage(ctx, tasks)
+        (task,) = tasks
+        if ctx.cfg.data.distil_dir:
+            return info
+        source = ctx.teachers[task]
+        teacher, t_tok = load_teacher(source, ctx.device, ctx.amp_dtype)
+        in_map, col_map = vocabulary_maps(ctx.tokenizer, t_tok, task, str(teacher_folder(source)))
+        current = [r for r in self.train_rows(ctx, tasks) if not r.is_pseudo]
+        diag = stage_diagnostics(ctx, teacher, in_map.to(ctx.device), col_map.to(ctx.device), task,
+                                 current, 1.0, teacher_folder(source))
+        return {**info, "kd": diag}
 
 
 @register("seq_kd_soft")

@@ -20,6 +20,7 @@ import pandas as pd
 
 from ..errors import ArtifactError
 from . import agreement as A
+from . import claims as C
 from . import tables as T
 from .load import (Trial, assign_labels, canonical_tasks, check_together, grid_tasks, group_trials,
                    load_trials, split_experiments)
@@ -106,6 +107,7 @@ def build_section(title: str, trials: list[Trial], preferred: list[str]) -> Sect
                                 task_figs.set_index("method")))
         sec.tables.append(Table("forgetting", "Forgetting of each task (mean over the orders where it "
                                 "was not last)", T.forgetting_by_task(task_figs, tasks)))
+    _claims_tables(sec, trials)
     rows = A.agreement_rows(trials, sec.notes)
     if not rows.empty:
         t8 = A.by_task(rows)
@@ -123,6 +125,32 @@ def build_section(title: str, trials: list[Trial], preferred: list[str]) -> Sect
     singles = T.single_scores(long)
     sec.singles = {task: v for (seed, task), v in singles.items() if seed is None}
     return sec
+
+
+def _claims_tables(sec: Section, trials: list[Trial]) -> None:
+    """The claims table where LAMOL and a method a claim compares it with ran; the teacher and
+    KD-stage diagnostics wherever they were recorded."""
+    methods = {t.base_label for t in trials if t.role == "lifelong"}
+    if "lamol" in methods and methods & {"finetune", *C.KD_METHODS}:
+        sec.tables.append(Table(
+            "claims", "The paper's claims: what it reports, what these results measured, a verdict",
+            C.claims_table(trials), main=True,
+            note="Measured: mean ± STD over (seed, order) cells of the final average (or forgetting); "
+                 "paired: the difference in the same seed and order (STD claim: per seed), with an exact "
+                 f"two-sided sign-flip p; holds / does not hold at p <= {C.ALPHA}, else cannot tell. "
+                 "Diagnostics: the KD stages' teacher figures (header: thresholds)."))
+    stages = C.stage_diagnostics(trials)
+    if not stages.empty:
+        flagged = int((stages["flags"] != "—").sum())
+        if flagged:
+            sec.notes.append(f"{flagged} of {len(stages)} KD stages had a degenerate teacher (see "
+                             "kd_stages; thresholds in the header): their KD rows measure a weak teacher")
+        sec.tables.append(Table("kd_stages", "Teacher and distillation diagnostics per KD stage",
+                                stages.set_index(["method", "order", "seed", "stage"]), digits=3))
+    teachers = C.teacher_diagnostics(trials)
+    if not teachers.empty:
+        sec.tables.append(Table("teacher_diagnostics", "Teacher diagnostics (from each teacher's manifest)",
+                                teachers.set_index(["task", "seed", "T"]), digits=3))
 
 
 def _inventory(trials: list[Trial]) -> pd.DataFrame:

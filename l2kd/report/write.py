@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from ..io import atomic_dir, write_text
+from .claims import ALPHA
 from .figures import DEFINITIONS
 from .plots import plot_order
 from .render import to_latex, to_markdown
@@ -37,9 +38,22 @@ Tables are by task name, in the grid's task order, not by position in each order
 - Teacher agreement (classification tasks): group A = test items the task's teacher (its Single
   (QA+LM) model, same seed where one exists) answered right, B = those it got wrong; Acc (A)/(B) = the
   lifelong model's accuracy after the last stage on each group.
+- Teacher diagnostics (KD rows, `kd_stages`, `teacher_diagnostics`): entropy_ratio = the teacher's
+  mean target entropy at the stage's temperature over the KD positions / log V; unseen_mass = the
+  target mass on token ids absent from the teacher's training rows; distinct_predictions = distinct
+  test predictions of the teacher / distinct references; agreement = the student's top-1 agreement
+  with the teacher after the stage. A teacher is flagged degenerate when {thresholds}.
+- Claims: a per-(seed, order) difference the paper says is positive; exact two-sided sign-flip test;
+  holds / does not hold at p <= {alpha}, else cannot tell at this size.
 - Results belong together when their model, training (but log_every/threads/device), evaluation (but
   which extra evaluations run and decode batch sizes), data caps and each task's primary metric agree.
 """
+
+
+def _thresholds() -> str:
+    from ..diagnostics import THRESHOLDS
+
+    return " or ".join(f"{k} {op} {v:g}" for k, (op, v) in THRESHOLDS.items())
 
 
 def _slug(text: str) -> str:
@@ -93,7 +107,8 @@ def write_report(report) -> None:
         grouped = f", grouped by {', '.join(report.group_by)}" if report.group_by else ""
         definitions = "\n".join(f"- {text[0].upper()}{text[1:]}." for text in DEFINITIONS.values())
         lines = [HEADER.format(run_dir=report.run_dir, when=time.strftime("%Y-%m-%d %H:%M"),
-                               n=len(report.trials), grouped=grouped, definitions=definitions)]
+                               n=len(report.trials), grouped=grouped, definitions=definitions,
+                               thresholds=_thresholds(), alpha=ALPHA)]
         for sec in report.sections:
             folder = tmp / sec.folder if sec.folder else tmp
             folder.mkdir(parents=True, exist_ok=True)
