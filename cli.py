@@ -33,8 +33,16 @@ from rich.table import Table  # noqa: E402
 
 from l2kd.errors import ConfigError, UserError  # noqa: E402
 
-console = Console(stderr=True)
-out = Console()
+def _console(stderr: bool = False) -> Console:
+    """A console for people. Off a terminal (a pipe, a log file, CI, `ray exec`) rich would cut tables
+    to 80 columns with "…": there they are printed whole, unless COLUMNS names a width."""
+    stream = sys.stderr if stderr else sys.stdout
+    whole = not stream.isatty() and not os.environ.get("COLUMNS")
+    return Console(stderr=stderr, width=100_000 if whole else None)
+
+
+console = _console(stderr=True)
+out = _console()
 
 
 # --------------------------------------------------------------------------- helpers
@@ -109,8 +117,11 @@ class TrialProgress:
             p.console.print(f"  pseudo samples: kept {e['kept']} of {e['requested']} "
                             f"(dropped: {e['dropped']})")
         elif name == "eval" and not self.quiet:
+            from l2kd.trial import describe_eval
+
             shown = {k: round(v, 1) for k, v in e["scores"].items()}
-            p.console.print(f"  eval ({e['tag']}) {e['task']}: {shown}", markup=False, highlight=False)
+            p.console.print(f"  eval ({describe_eval(e['tag'])}) {e['task']}: {shown}", markup=False,
+                            highlight=False)
         elif name == "teacher":
             where = " (in a background process)" if e.get("background") else ""
             p.console.print(f"training the teacher of {e['task']}{where} -> {e['path']}", markup=False,
@@ -119,8 +130,10 @@ class TrialProgress:
             p.console.print(f"teacher of {e['task']} ready ({e['seconds']:.0f} s)")
         elif name == "teacher_wait":
             p.console.print(f"  waiting for the teacher of {e['task']}")
+        elif name == "resume" and e.get("complete"):
+            p.console.print(f"  already complete ({e['stages_done']} of {e['stages']} stages): nothing to run")
         elif name == "resume":
-            p.console.print(f"  resuming after stage {e['stages_done']}")
+            p.console.print(f"  resuming after stage {e['stages_done']} of {e['stages']}")
 
 
 # --------------------------------------------------------------------------- commands
@@ -198,36 +211,57 @@ def render_plan(plan, work) -> list:
     return lines
 
 
+def plan_problems(plan) -> list[str]:
+    """What the dry run lists that would stop a run: inputs it cannot read, cells that ran with other
+    settings under the same id."""
+    problems = [f"cannot read {'the model inputs' if what == 'model' else f'the data of {what}'}"
+                for what in sorted(plan.missing_data)]
+    changed = sum(plan.status(c).state == "changed" for c in plan.cells)
+    if changed:
+        problems.append(f"{changed} CHANGED cell(s) (run again with --fresh, or rename the grid)")
+    return problems
+
+
 class GridProgress:
-    """A live table of the grid's cells (state, task, progress, latest score) fed by grid events."""
+    """The grid's cells (state, task, progress, latest score) fed by grid events: a live table on a
+    terminal; elsewhere (a log file, CI, `ray exec`) one line per event (a cell started, a stage
+    finished with its score, a cell done, failed or retried) and a progress line per running cell
+    at most every LOG_EVERY_S seconds, since a live table is invisible there until the grid ends."""
+
+    LOG_EVERY_S = 60.0
 
     def __init__(self, plan, quiet: bool = False):
         from rich.live import Live
 
         self.plan, self.quiet = plan, quiet
+        self.lines = not console.is_terminal  # progress as log lines instead of a live table
         self.rows: dict[str, dict] = {}
+        self.logged: dict[str, float] = {}  # cell id -> when its last progress line was printed
         for c in plan.cells:
             st = plan.status(c)
             self.rows[c.id] = {"state": "done" if st.state == "done" else "pending",
                                "stage": f"{st.stages_done}/{st.stages}"}
-        self.live = Live(self.table(), console=console, refresh_per_second=2, transient=False,
-                         auto_refresh=not quiet)
+        self.live = None if quiet or self.lines else Live(
+            self.table(), console=console, refresh_per_second=2, transient=False)
         self.started = time.perf_counter()
 
     def __enter__(self):
-        if not self.quiet:
+        if self.live:
             self.live.__enter__()
         return self
 
     def __exit__(self, *exc):
-        if not self.quiet:
+        if self.live:
             self.live.update(self.table())
             self.live.__exit__(*exc)
-            if not console.is_terminal:  # Live leaves its last frame without a newline in a log file
-                console.line()
+        elif self.lines and not self.quiet:  # the final state, whole, as the last thing in the log
+            console.print(self.table())
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - getattr(self, "started", time.perf_counter())
 
     def table(self) -> Table:
-        t = Table(title=f"{self.plan.spec.name}: {time.perf_counter() - getattr(self, 'started', time.perf_counter()):.0f} s")
+        t = Table(title=f"{self.plan.spec.name}: {self.elapsed():.0f} s")
         for col in ("cell", "state", "stage", "task", "epoch", "step", "loss", "avg score"):
             t.add_column(col, no_wrap=col == "cell")
         style = {"done": "green", "error": "red", "retrying": "yellow", "running": "cyan"}
@@ -239,8 +273,25 @@ class GridProgress:
         return t
 
     def say(self, text: str) -> None:
-        (self.live.console if not self.quiet else console).print(text, markup=False, highlight=False,
-                                                                 soft_wrap=True)
+        if self.lines:
+            text = f"[{self.elapsed():6.0f} s] {text}"
+        (self.live.console if self.live else console).print(text, markup=False, highlight=False,
+                                                            soft_wrap=True)
+
+    def log_cell(self, cid: str, before: dict, e: dict) -> None:
+        """One line for what changed in a cell (off a terminal)."""
+        row = self.rows[cid]
+        if e["state"] != before.get("state") and e["state"] != "running":
+            self.say(f"{cid}: {e['state']}" + (f" (stage {row['stage']})" if e["state"] != "done" else ""))
+        elif e["state"] == "running" and before.get("state") != "running" and "avg" not in e:
+            self.say(f"{cid}: started")
+        if "avg" in e:  # a stage finished (its number counts finished stages)
+            self.say(f"{cid}: stage {row['stage']} finished ({row.get('task', '')}), avg score {e['avg']:.1f}")
+            self.logged[cid] = time.monotonic()
+        elif "step" in e and time.monotonic() - self.logged.get(cid, 0.0) >= self.LOG_EVERY_S:
+            self.logged[cid] = time.monotonic()
+            self.say(f"{cid}: stage {row['stage']} ({row.get('task', '')}), epoch {row.get('epoch', '')}, "
+                     f"step {row['step']}/{row['steps']}, loss {row['loss']:.3f}")
 
     def __call__(self, name: str, **e) -> None:
         if name == "ray":
@@ -254,6 +305,7 @@ class GridProgress:
             self.say(f"restoring the Tune experiment {e['experiment']}")
         elif name == "cell":
             row = self.rows.setdefault(e["id"], {})
+            before = dict(row)
             row["state"] = e["state"]
             if "stage" in e:
                 row["stage"] = f"{e['stage']}/{e['stages']}" if "stages" in e else str(e["stage"])
@@ -263,7 +315,9 @@ class GridProgress:
             for k in ("task", "epoch", "step", "steps", "loss", "avg"):
                 if k in e:
                     row[k] = e[k]
-        if not self.quiet:
+            if self.lines and not self.quiet:
+                self.log_cell(e["id"], before, e)
+        if self.live:
             self.live.update(self.table())
 
 
@@ -278,6 +332,11 @@ def cmd_grid(args: argparse.Namespace) -> int:
     if args.dry_run:
         for item in render_plan(plan, work(plan)):
             out.print(item)
+        problems = plan_problems(plan)
+        if problems:  # a pre-flight check a script can trust: the run would stop on these
+            console.print(f"error: a run would stop: {'; '.join(problems)}", markup=False, highlight=False,
+                          soft_wrap=True)
+            return 2
         return 0
     if args.resume and not (plan.run_dir / "cells").is_dir():
         raise UserError(f"--resume: nothing to resume in {plan.run_dir}")
@@ -453,10 +512,18 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def heading(title: str) -> None:
+    """A section rule on a terminal; a plain line elsewhere (a rule would span the whole width)."""
+    if out.is_terminal:
+        out.rule(title)
+    else:
+        out.print(f"== {title} ==", markup=False, highlight=False)
+
+
 def print_report(report) -> None:
     for sec in report.sections:
         if sec.title:
-            out.rule(sec.title)
+            heading(sec.title)
         for t in sec.tables:
             if t.main:
                 out.print(f"\n[bold]{escape(t.title)}[/bold]")
@@ -577,7 +644,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("grid", help="grid file (YAML), e.g. grids/demo.yaml")
     p.add_argument("--dry-run", action="store_true",
                    help="print the plan (cells, teachers and their users, what a run would redo, the "
-                   "work in trained tokens) and run nothing")
+                   "work in trained tokens) and run nothing; exit code 2 when a problem it lists "
+                   "(inputs it cannot read, CHANGED cells) would stop the run")
     p.add_argument("--address", help="Ray cluster to join (overrides the file and RAY_ADDRESS)")
     p.add_argument("--storage", metavar="DIR", help="storage folder (overrides the file's `storage`)")
     p.add_argument("--resume", action="store_true",

@@ -103,6 +103,12 @@ def expand_orders(spec: Any, tasks: list[str], where: str) -> list[Order]:
     elif isinstance(spec, list) and spec and all(isinstance(o, list) for o in spec):
         orders = []
         for k, o in enumerate(spec):
+            for t in o:  # a misspelt task: name it, with the experiment's closest task
+                if isinstance(t, str) and t not in tasks:
+                    from .registry import did_you_mean
+
+                    raise ConfigError(f"{where}[{k}]: {t!r} is not one of the tasks {tasks}; "
+                                      f"{did_you_mean(t, tasks)}")
             if not all(isinstance(t, str) for t in o) or sorted(o) != sorted(tasks):
                 raise ConfigError(f"{where}[{k}]: {o} is not an order of the tasks {tasks}")
             orders.append(tuple(o))

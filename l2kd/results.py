@@ -40,6 +40,9 @@ class TrialResult:
     curves: list[dict[str, Any]] = field(default_factory=list)
     stage_info: list[dict[str, Any]] = field(default_factory=list)  # pseudo counts, timings, steps
     versions: dict[str, str] = field(default_factory=dict)
+    # trained/generated tokens, device-seconds per phase, peak memory (l2kd.compute); empty in
+    # results written before it was recorded
+    compute: dict[str, Any] = field(default_factory=dict)
     complete: bool = False
     format: str = FORMAT
 
