@@ -577,11 +577,17 @@ def cmd_ls(args: argparse.Namespace) -> int:
             params = ", ".join(f"{k}={f.default!r}" for k, f in cls.Params.model_fields.items())
             table.add_row(name, doc, params)
     else:
-        from l2kd.metrics import SCORERS
+        from l2kd.metrics import SCORER_METRICS, SCORERS
+        from l2kd.tasks import TASKS
 
-        table = Table("scorer")
+        table = Table("scorer", "keys (figures it returns)", "direction", "primary score of")
         for name in SCORERS:
-            table.add_row(name)
+            keys = SCORER_METRICS.get(name, ())
+            primary = [f"{k.name}: " + ", ".join(t for t in TASKS if TASKS.get(t).primary_metric == k.name)
+                       for k in keys if any(TASKS.get(t).primary_metric == k.name for t in TASKS)]
+            direction = ", ".join(sorted({"higher is better" if k.higher_is_better else "lower is better"
+                                          for k in keys}))
+            table.add_row(name, ", ".join(k.name for k in keys), direction, "\n".join(primary) or "-")
     out.print(table)
     return 0
 

@@ -349,7 +349,7 @@ def run_trial(cfg: TrialConfig, workdir: str | Path, *, teachers: Mapping[str, A
             result.add_stage(scores, info)
             result.complete = result.stages_done == len(stages)
             path = save_checkpoint(workdir, model, tokenizer, method.state_dict(), result)
-            log.info("checkpoint written: %s", path)
+            log.info("checkpoint after stage %d written: %s", s + 1, path)
             result.save(workdir)
             log.info("stage %d/%d (%s): finished in %.1f s; R row %s", s + 1, len(stages), "+".join(tasks),
                      time.perf_counter() - stage_t0, ", ".join(f"{v:.2f}" for v in result.R[-1]))

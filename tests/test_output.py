@@ -53,7 +53,7 @@ def test_trial_log_has_stages_epochs_evaluations_and_checkpoints(tmp_path):
     result = run_trial(cfg, tmp_path)
     log = (tmp_path / "trial.log").read_text()
     for line in ("stage 1/2 (synth.nlg): started", "stage 1/2, epoch 1/2: done in",
-                 "stage 1/2, epoch 2/2: done in", "eval (after stage 1) synth.nlg:",
+                 "stage 1/2, epoch 2/2: done in", "eval (after stage 1) synth.nlg:", "checkpoint after stage 2 written:",
                  "eval (after stage 2) synth.sentiment:", "checkpoint written:",
                  "stage 2/2 (synth.sentiment): finished in"):
         assert line in log, line
@@ -78,3 +78,39 @@ def test_results_without_compute_still_load(tmp_path):
     d = json.loads((tmp_path / "results.json").read_text())
     d.pop("compute")
     assert TrialResult.from_dict(d).compute == {}
+
+
+def test_every_scorer_declares_the_figures_it_returns():
+    from l2kd.metrics import SCORER_METRICS, SCORERS, ScoreInput
+    from l2kd.tasks import TASKS
+
+    assert set(SCORER_METRICS) == set(SCORERS.names())
+    inp = ScoreInput(["a b"], [["a b"]], ["0"], "t")
+    for name in ("em", "rouge"):
+        assert set(SCORERS.get(name)(inp).aggregate) == {m.name for m in SCORER_METRICS[name]}
+    for t in TASKS:  # every task's primary score is a declared figure of one of its scorers
+        spec = TASKS.get(t)
+        declared = {m.name for s in spec.metrics for m in SCORER_METRICS["em" if s in ("nem", "nf1") else s]}
+        assert spec.primary_metric in declared, t
+    res = cli("ls", "metrics")
+    assert res.returncode == 0 and "avg_rouge: " in res.stdout and "higher is better" in res.stdout
+
+
+def test_a_hub_model_that_cannot_be_loaded_is_named_before_a_run(tmp_path, monkeypatch):
+    import os
+
+    import pytest
+
+    from l2kd.errors import ConfigError
+    from l2kd.hub import check_hub_model
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ConfigError, match="not a local folder nor in the Hugging Face cache.*HF_HUB_OFFLINE"):
+        check_hub_model("l2kd-tests/no-such-model")
+    grid = tmp_path / "g.yaml"
+    grid.write_text("name: g\ntasks: [synth.nlg]\nmethods: [finetune]\nmodel: {pretrained: l2kd-tests/no-such-model}\n")
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    res = cli("grid", str(grid), "--dry-run", "--storage", str(tmp_path / "runs"), env=env)
+    assert res.returncode == 2, res.stderr
+    assert "cannot read the model inputs" in res.stdout and "HF_HUB_OFFLINE" in res.stdout
+    assert res.stderr.startswith("error: a run would stop: cannot read the model inputs")
