@@ -21,6 +21,7 @@ import pandas as pd
 from ..errors import ArtifactError
 from . import agreement as A
 from . import tables as T
+from .compute import compute_table
 from .load import (Trial, assign_labels, canonical_tasks, check_together, grid_tasks, group_trials,
                    load_trials, split_experiments)
 from .tables import Table
@@ -106,6 +107,16 @@ def build_section(title: str, trials: list[Trial], preferred: list[str]) -> Sect
                                 task_figs.set_index("method")))
         sec.tables.append(Table("forgetting", "Forgetting of each task (mean over the orders where it "
                                 "was not last)", T.forgetting_by_task(task_figs, tasks)))
+    spent = compute_table(trials)
+    if not spent.empty:
+        sec.tables.append(Table("compute", "Compute per method beside its score (mean over orders)", spent,
+                                main=True, digits=2,  # hours of small runs need two decimals
+                                note="Device-seconds per phase: train (Word-KD's teacher forward "
+                                     "included), pseudo (LAMOL's pseudo samples), eval, teacher (Seq-KD "
+                                     "decoding inside the trial); training a teacher is its Single row. "
+                                     "Peak memory: the GPU's peak allocation, or the process's peak "
+                                     "resident size on a CPU. Blank: a result written before compute "
+                                     "was recorded."))
     rows = A.agreement_rows(trials, sec.notes)
     if not rows.empty:
         t8 = A.by_task(rows)
