@@ -508,6 +508,18 @@ def render_frame(df, digits: int = 1) -> list[Table]:
 def cmd_report(args: argparse.Namespace) -> int:
     from l2kd.report import build_report
 
+    if args.rescore:
+        from l2kd.rescore import RESCORED_FILE, rescore_run
+
+        done = rescore_run(args.run_dir, skip=tuple(Path(args.run_dir).glob("report*")))
+        kept = sorted({k for r in done for k in r.kept})
+        console.print(f"rescored {sum(r.scored for r in done)} evaluations of {len(done)} trial(s) from their "
+                      f"stored predictions -> {RESCORED_FILE} beside each results.json"
+                      + (f"; kept as they were: {'; '.join(kept[:3])}" + ("; ..." if len(kept) > 3 else "")
+                         if kept else ""), markup=False, highlight=False, soft_wrap=True)
+        print_report(build_report(args.run_dir, out_dir=args.out, group_by=args.group_by,
+                                  results_name=RESCORED_FILE))
+        return 0
     print_report(build_report(args.run_dir, out_dir=args.out, group_by=args.group_by))
     return 0
 
@@ -692,6 +704,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--group-by", nargs="+", action="extend", default=[], metavar="FIELD",
                    help="split the report by these config fields (e.g. training.epochs) instead of "
                    "refusing results whose settings differ (name RUN_DIR before this option)")
+    p.add_argument("--rescore", action="store_true",
+                   help="first score every stored prediction again with today's metrics (no training), "
+                   "write results.rescored.json beside each results.json, and report those "
+                   "(default folder: RUN_DIR/report-rescored)")
     p.set_defaults(fn=cmd_report)
     p = sub.add_parser("data", help="data tools")
     data_sub = p.add_subparsers(dest="data_command", required=True)

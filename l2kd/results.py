@@ -102,6 +102,16 @@ def _check_shape(d: dict[str, Any], source: str) -> None:
         raise ArtifactError(f"{source}: primary and config must be JSON objects")
 
 
+def find_result_files(run_dir: Path, skip=(), name: str = RESULTS_FILE) -> list[Path]:
+    """Every result file called `name` under `run_dir`, except in hidden folders and below the
+    folders `skip`."""
+    run_dir = Path(run_dir)
+    files = sorted(p for p in run_dir.glob(f"**/{name}")
+                   if not any(part.startswith(".") for part in p.relative_to(run_dir).parts))
+    skipped = {Path(s).resolve() for s in skip}
+    return [p for p in files if not skipped & set(p.resolve().parents)]
+
+
 def library_versions() -> dict[str, str]:
     out = {"python": platform.python_version()}
     for pkg in ("l2kd", "torch", "transformers", "deepspeed", "tokenizers", "rouge-metric", "ray"):

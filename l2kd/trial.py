@@ -33,6 +33,7 @@ from .evaluate import evaluate_all
 from .io import remove_leftovers, stable_hash, write_jsonl, write_text
 from .methods import Method, make_method
 from .model import build_model, grow_embeddings, n_positions
+from .rescore import predictions_dir
 from .results import TrialResult, library_versions
 from .schedule import LinearWarmupDecay
 from .tasks import TASKS
@@ -288,7 +289,9 @@ def run_trial(cfg: TrialConfig, workdir: str | Path, *, teachers: Mapping[str, A
         meter = ComputeMeter(result.compute, device, ctx.decode_stats)
         if result.baseline is None and cfg.eval.before_training and not ckpt:
             with meter.phase("eval"):
-                result.baseline, _ = evaluate_all(ctx, model, "initial")
+                result.baseline, preds = evaluate_all(ctx, model, "initial")
+            for task, records in preds.items():  # kept for rescoring (l2kd.rescore)
+                write_jsonl(predictions_dir(workdir, None) / f"{task}.jsonl", records)
 
         for s in range(result.stages_done, len(stages)):
             tasks = stages[s]
@@ -345,7 +348,7 @@ def run_trial(cfg: TrialConfig, workdir: str | Path, *, teachers: Mapping[str, A
                 info["replay"] = {k: v for k, v in replay_info.items() if k != "samples"}
                 write_jsonl(workdir / "pseudo" / f"stage-{s:02d}.jsonl", replay_info.get("samples", []))
             for task, records in preds.items():
-                write_jsonl(workdir / "predictions" / f"stage-{s:02d}" / f"{task}.jsonl", records)
+                write_jsonl(predictions_dir(workdir, s) / f"{task}.jsonl", records)
             result.add_stage(scores, info)
             result.complete = result.stages_done == len(stages)
             path = save_checkpoint(workdir, model, tokenizer, method.state_dict(), result)

@@ -19,6 +19,7 @@ from typing import Iterable
 import pandas as pd
 
 from ..errors import ArtifactError
+from ..results import RESULTS_FILE
 from . import agreement as A
 from . import tables as T
 from .compute import compute_table
@@ -143,11 +144,12 @@ def _inventory(trials: list[Trial]) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index("trial")
 
 
-def collect(run_dir: str | Path, group_by: Iterable[str] = (), skip: Iterable[Path] = ()) -> list[Section]:
+def collect(run_dir: str | Path, group_by: Iterable[str] = (), skip: Iterable[Path] = (),
+            results_name: str = RESULTS_FILE) -> list[Section]:
     """Load, check and tabulate, without writing anything; results below the folders `skip` are
-    left out."""
+    left out; `results_name`: which result files (results.rescored.json for a rescored run)."""
     run_dir = Path(run_dir)
-    trials = load_trials(run_dir, skip=skip)
+    trials = load_trials(run_dir, skip=skip, name=results_name)
     several = len(split_experiments(trials)) > 1
     sections = []
     for experiment, exp_trials in split_experiments(trials).items():
@@ -162,14 +164,17 @@ def collect(run_dir: str | Path, group_by: Iterable[str] = (), skip: Iterable[Pa
 
 
 def build_report(run_dir: str | Path, out_dir: str | Path | None = None,
-                 group_by: Iterable[str] = (), skip: Iterable[Path] = ()) -> Report:
+                 group_by: Iterable[str] = (), skip: Iterable[Path] = (),
+                 results_name: str = RESULTS_FILE) -> Report:
     """Read every result under `run_dir` (but below the folders `skip`) and write the report folder
-    (default RUN_DIR/report)."""
+    (default RUN_DIR/report, or RUN_DIR/report-rescored for rescored results)."""
     run_dir = Path(run_dir)
-    out = Path(out_dir) if out_dir else run_dir / REPORT_DIR
+    default = REPORT_DIR if results_name == RESULTS_FILE else f"{REPORT_DIR}-rescored"
+    out = Path(out_dir) if out_dir else run_dir / default
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / REPORT_FILE).is_file())):
         raise ArtifactError(f"{out}: exists and is not a report folder; name another --out")
-    report = Report(run_dir, out, collect(run_dir, group_by, skip=[out, *skip]), tuple(group_by))
+    report = Report(run_dir, out, collect(run_dir, group_by, skip=[out, *skip], results_name=results_name),
+                    tuple(group_by))
     from .write import write_report  # matplotlib is loaded only once there is something to draw
 
     write_report(report)
