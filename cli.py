@@ -211,6 +211,33 @@ def render_plan(plan, work) -> list:
     return lines
 
 
+def _hours(seconds: float) -> str:
+    return f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds / 60:.0f} min"
+
+
+def render_cost(plan, planned, rate, devices: float | None) -> str:
+    """The dry run's cost lines: device-hours and wall time of the work ahead, and their source."""
+    from l2kd.cost import project
+
+    res = plan.spec.resources
+    if devices is None:  # this machine's devices of the kind the grid asks for
+        import torch
+
+        devices = float(torch.cuda.device_count() if res.gpu > 0 else (os.cpu_count() or 1))
+        counted = "this machine's"
+    else:
+        counted = "--devices"
+    c = project(plan, planned, rate, devices)
+    kind = "GPU" if res.gpu > 0 else "CPU"
+    per = res.gpu if res.gpu > 0 else res.cpu
+    return (f"cost of the work ahead: {c['device_hours']:,.1f} {c['unit']} ({c['trial_hours']:,.1f} trial-hours x "
+            f"{per:g} {kind} each); wall time about {_hours(c['wall_s'])} on {c['devices']:g} {kind}(s) "
+            f"({counted}; {c['slots']} trial(s) at once)"
+            + (f"; {c['unknown']} item(s) not counted: inputs missing" if c["unknown"] else "")
+            + f"\n  rate {c['source']}; every trained token taken at this rate (other methods and shapes "
+              "than the benchmarked one are estimates)")
+
+
 def plan_problems(plan) -> list[str]:
     """What the dry run lists that would stop a run: inputs it cannot read, cells that ran with other
     settings under the same id."""
@@ -326,12 +353,25 @@ def cmd_grid(args: argparse.Namespace) -> int:
     from l2kd.plan import build_plan, work
 
     spec = load_grid(args.grid, storage=args.storage, address=args.address)
+    rate = None
+    if args.throughput or args.devices:
+        if not args.dry_run:
+            raise UserError("--throughput/--devices: only with --dry-run (they project a plan's cost)")
+        if not args.throughput:
+            raise UserError("--devices: name a rate with --throughput (a bench JSON file or tokens/s)")
+        from l2kd.cost import read_throughput
+
+        rate = read_throughput(args.throughput)  # before the plan: a bad one is the only line
     if args.no_dashboard:
         spec = spec.model_copy(update={"ray": spec.ray.model_copy(update={"dashboard": False})})
     plan = build_plan(spec, strict_data=not args.dry_run)
     if args.dry_run:
-        for item in render_plan(plan, work(plan)):
+        planned = work(plan)
+        for item in render_plan(plan, planned):
             out.print(item)
+        if rate:
+            out.print(render_cost(plan, planned, rate, args.devices), markup=False, highlight=False,
+                      soft_wrap=True)
         problems = plan_problems(plan)
         if problems:  # a pre-flight check a script can trust: the run would stop on these
             console.print(f"error: a run would stop: {'; '.join(problems)}", markup=False, highlight=False,
@@ -664,6 +704,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="print the plan (cells, teachers and their users, what a run would redo, the "
                    "work in trained tokens) and run nothing; exit code 2 when a problem it lists "
                    "(inputs it cannot read, CHANGED cells) would stop the run")
+    p.add_argument("--throughput", metavar="BENCH.json|TOKENS_PER_S",
+                   help="with --dry-run: project GPU-hours (CPU-hours) and wall time from a `cli.py bench "
+                   "--out` file or a stated rate in trained tokens/s per trial")
+    p.add_argument("--devices", type=_positive, metavar="N",
+                   help="with --throughput: GPUs (CPUs for a CPU grid) the grid will have (default: "
+                   "this machine's)")
     p.add_argument("--address", help="Ray cluster to join (overrides the file and RAY_ADDRESS)")
     p.add_argument("--storage", metavar="DIR", help="storage folder (overrides the file's `storage`)")
     p.add_argument("--resume", action="store_true",

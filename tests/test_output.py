@@ -114,3 +114,37 @@ def test_a_hub_model_that_cannot_be_loaded_is_named_before_a_run(tmp_path, monke
     assert res.returncode == 2, res.stderr
     assert "cannot read the model inputs" in res.stdout and "HF_HUB_OFFLINE" in res.stdout
     assert res.stderr.startswith("error: a run would stop: cannot read the model inputs")
+
+
+def test_the_dry_run_projects_gpu_hours_and_wall_time_and_says_from_what(tmp_path):
+    import json
+
+    from l2kd.cost import project, read_throughput
+    from l2kd.gridspec import load_grid
+    from l2kd.plan import build_plan, work
+
+    grid = tmp_path / "g.yaml"
+    grid.write_text("name: g\ntasks: [synth.nlg, synth.sentiment]\norders: forward_reverse\n"
+                    "methods: [finetune, lamol]\ndata: {max_train_examples: 20, max_test_examples: 5}\n"
+                    "model: {config: {n_layer: 1, n_embd: 32, n_head: 2, n_positions: 96}}\n"
+                    "resources: {cpu: 1, gpu: 0.5}\nray: {max_concurrent: 2}\n")
+    plan = build_plan(load_grid(grid, storage=str(tmp_path / "runs")))
+    planned = work(plan)
+    c = project(plan, planned, read_throughput("1000"), devices=4)
+    total = sum(planned["cells"].values())
+    assert c["unit"] == "GPU-hours" and c["slots"] == 2  # 8 half-GPU trials fit, max_concurrent says 2
+    assert c["device_hours"] == __import__("pytest").approx(total / 1000 / 3600 * 0.5)
+    longest = max(planned["cells"].values()) / 1000
+    assert c["wall_s"] == __import__("pytest").approx(max(longest, total / 1000 / 2))
+    bench = tmp_path / "bench.json"  # the shape `cli.py bench --out` writes
+    bench.write_text(json.dumps({"device": "NVIDIA H100", "precision": "bf16",
+                                 "projection": {"this_config_s": 100.0, "trained_tokens": 2e6},
+                                 "train": {"fast": {"tokens_per_s": 50000.0}}}))
+    assert read_throughput(str(bench)).tokens_per_s == 20000.0
+    res = cli("grid", str(grid), "--dry-run", "--storage", str(tmp_path / "runs"), "--throughput", str(bench),
+              "--devices", "4")
+    assert res.returncode == 0, res.stderr
+    assert "GPU-hours" in res.stdout and "on 4 GPU(s) (--devices; 2 trial(s) at once)" in res.stdout
+    assert "measured: " + str(bench) + " (NVIDIA H100, bf16), its whole-trial projection" in res.stdout
+    bad = cli("grid", str(grid), "--dry-run", "--throughput", str(tmp_path / "none.json"))
+    assert bad.returncode == 2 and not bad.stdout and "--throughput" in bad.stderr
