@@ -9,6 +9,7 @@ A trial started again on the same folder resumes after its last finished stage.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import time
@@ -38,6 +39,7 @@ from .results import TrialResult, library_versions
 from .schedule import LinearWarmupDecay
 from .tasks import TASKS
 from .tokenizer import Tokenizer
+from .tracking import fan_out, tensorboard_listener
 
 log = logging.getLogger(__name__)
 
@@ -237,11 +239,12 @@ def _resume_point(cfg: TrialConfig, workdir: Path, resume_from: Path | None) -> 
 def run_trial(cfg: TrialConfig, workdir: str | Path, *, teachers: Mapping[str, Any] | None = None,
               on_event: EventFn | None = None, resume: bool = True,
               resume_from: str | Path | None = None,
-              on_checked: Callable[[], None] | None = None) -> TrialResult:
+              on_checked: Callable[[], None] | None = None, tensorboard: bool = True) -> TrialResult:
     """Run (or continue) one trial in `workdir` and return its result.
 
     `on_checked` is called once every input has been checked, before anything is written
-    (`cli.py train` starts the teachers there, so a bad input trains none)."""
+    (`cli.py train` starts the teachers there, so a bad input trains none). `tensorboard`: write
+    TensorBoard event files under WORKDIR/tensorboard (l2kd.tracking)."""
     workdir = Path(workdir)
     emit = _logged(on_event or (lambda *a, **k: None))
     teachers = {} if teachers is None else teachers  # not `or {}`: an empty mapping may still be filling
@@ -272,7 +275,11 @@ def run_trial(cfg: TrialConfig, workdir: str | Path, *, teachers: Mapping[str, A
     remove_leftovers(workdir, dirs_in=(CHECKPOINTS,))  # of a run killed while writing
     write_text(workdir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 
-    with trial_log(workdir):
+    board = None
+    if tensorboard and result.stages_done < len(stages):
+        board = tensorboard_listener(workdir, sum(i["train"]["steps"] for i in result.stage_info))
+        emit = fan_out(emit, board)
+    with trial_log(workdir), contextlib.closing(board) if board else contextlib.nullcontext():
         if ckpt and ckpt.complete:
             log.info("%s: already complete (%d stages)", workdir, ckpt.stages_done)
             emit("resume", stages_done=ckpt.stages_done, stages=len(stages), complete=True)
