@@ -157,7 +157,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             start_teachers = teachers.start  # once the trial has checked its inputs
         try:
             result = run_trial(cfg, workdir, teachers=teachers, on_event=progress, resume=not args.fresh,
-                               on_checked=start_teachers)
+                               on_checked=start_teachers, tensorboard=not args.no_tensorboard)
         except ConfigError as e:  # a setting found wrong while the trial read its inputs: name the file
             raise e if e.where else ConfigError(str(e), where=args.config) from None
     out.print(render_matrix(result, f"R: {cfg.name} ({cfg.method.name}, seed {cfg.seed})"))
@@ -230,7 +230,8 @@ def render_cost(plan, planned, rate, devices: float | None) -> str:
     c = project(plan, planned, rate, devices)
     kind = "GPU" if res.gpu > 0 else "CPU"
     per = res.gpu if res.gpu > 0 else res.cpu
-    return (f"cost of the work ahead: {c['device_hours']:,.1f} {c['unit']} ({c['trial_hours']:,.1f} trial-hours x "
+    h = lambda x: f"{x:,.1f}" if x >= 10 else f"{x:.2g}"  # noqa: E731 - small grids keep 2 figures
+    return (f"cost of the work ahead: {h(c['device_hours'])} {c['unit']} ({h(c['trial_hours'])} trial-hours x "
             f"{per:g} {kind} each); wall time about {_hours(c['wall_s'])} on {c['devices']:g} {kind}(s) "
             f"({counted}; {c['slots']} trial(s) at once)"
             + (f"; {c['unknown']} item(s) not counted: inputs missing" if c["unknown"] else "")
@@ -692,6 +693,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "process leaves the device idle (see `bench --packing`), not on a CPU that one "
                    "process already fills (default: 0, all teachers first, in this process)")
     p.add_argument("--quiet", action="store_true", help="no progress display")
+    p.add_argument("--no-tensorboard", action="store_true",
+                   help="write no TensorBoard event files (default: OUT/tensorboard)")
     p.set_defaults(fn=cmd_train)
 
     p = sub.add_parser("grid", help="run a whole grid (orders x methods x seeds) on Ray Tune",
