@@ -584,7 +584,13 @@ def print_report(report) -> None:
                     out.print(table)
         for note in dict.fromkeys(sec.notes):
             console.print(f"note: {note}", markup=False, highlight=False)
+    from l2kd.report.write import tensorboard_dirs
+
     n = len(report.trials)
+    boards = tensorboard_dirs(report)
+    if boards:
+        console.print(f"TensorBoard: {len(boards)} trial(s) wrote event files: tensorboard --logdir {report.run_dir}",
+                      markup=False, highlight=False, soft_wrap=True)
     console.print(f"{n} trial result(s) -> {len(report.files)} files in {report.out_dir} "
                   f"(start with {report.out_dir / 'report.md'})", markup=False, soft_wrap=True)
 

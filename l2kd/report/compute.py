@@ -19,7 +19,7 @@ COLUMNS = ["Avg score", "trained tokens", "generated tokens", *[f"{p} s" for p i
 def _row(t: Trial) -> dict:
     c = t.result.compute or {}
     final = t.final()
-    row = {"method": t.label, "order_id": t.order_id, "seed": t.seed,
+    row = {"method": t.label, "order_id": t.order_id, "seed": t.seed, "lifelong": t.role == "lifelong",
            "Avg score": sum(final.values()) / len(final) if final else float("nan")}
     if c:
         seconds = c.get("seconds", {})
@@ -36,10 +36,13 @@ def compute_table(trials: list[Trial]) -> pd.DataFrame:
     done = [t for t in trials if t.complete]
     if not any(t.result.compute for t in done):
         return pd.DataFrame(columns=COLUMNS)
-    df = pd.DataFrame([_row(t) for t in done]).reindex(columns=["method", "order_id", "seed", *COLUMNS])
+    df = pd.DataFrame([_row(t) for t in done]).reindex(
+        columns=["method", "order_id", "seed", "lifelong", *COLUMNS])
     per_order = df.groupby(["method", "order_id"])[COLUMNS].mean()
     out = per_order.groupby("method").mean()
-    out["orders"] = per_order.groupby("method").size()
+    lifelong = df.groupby("method")["lifelong"].any()
+    # a reference's "order ids" are its tasks (Single) or `all`: no order count for it
+    out["orders"] = per_order.groupby("method").size().where(lifelong).astype("Int64")
     out = out.reindex(_sort_methods(out.index))
     out.index.name = "method"
     return out
