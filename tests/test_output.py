@@ -54,7 +54,7 @@ def test_trial_log_has_stages_epochs_evaluations_and_checkpoints(tmp_path):
     log = (tmp_path / "trial.log").read_text()
     for line in ("stage 1/2 (synth.nlg): started", "stage 1/2, epoch 1/2: done in",
                  "stage 1/2, epoch 2/2: done in", "eval (after stage 1) synth.nlg:", "checkpoint after stage 2 written:",
-                 "eval (after stage 2) synth.sentiment:", "checkpoint written:",
+                 "eval (after stage 2) synth.sentiment:",
                  "stage 2/2 (synth.sentiment): finished in"):
         assert line in log, line
     assert "stage 0" not in log and "stage0" not in log
@@ -177,3 +177,36 @@ def test_off_a_terminal_the_grid_prints_one_line_per_event(tmp_path, capsys):
     assert lines[2] == f"{cid}: stage 1/2 finished (synth.nlg), avg score 12.2"
     assert lines[3] == f"{cid}: retrying (stage 1/2)" and lines[4] == f"{cid}: done"
     assert cid in err.splitlines()[-3] or any(cid in l and "done" in l for l in err.splitlines()[-4:])
+
+
+def test_a_folder_written_before_compute_and_tensorboard_resumes_and_reports(tmp_path):
+    """An old run folder (stage-00 checkpoint, results without compute, no tensorboard/, no
+    predictions/initial/) resumes at its next stage and reports."""
+    import json
+    import shutil
+
+    import pytest
+
+    from l2kd.report import build_report
+
+    cfg = trial_config(tiny_trial())
+
+    class Crash(RuntimeError):
+        pass
+
+    def fail_in_second_task(name, **e):
+        if name == "step" and e["stage"] == 1:
+            raise Crash("injected")
+
+    work = tmp_path / "cells" / "old"
+    with pytest.raises(Crash):
+        run_trial(cfg, work, on_event=fail_in_second_task)
+    for f in [work / "results.json", work / "checkpoints" / "stage-00" / "state.json"]:
+        d = json.loads(f.read_text())
+        (d["result"] if "result" in d else d).pop("compute")
+        f.write_text(json.dumps(d))
+    shutil.rmtree(work / "tensorboard")
+    resumed = run_trial(cfg, work)
+    assert resumed.complete and resumed.compute["trained_tokens"] == resumed.stage_info[1]["train"]["tokens"]
+    assert (work / "checkpoints" / "stage-01").is_dir() and (work / "tensorboard").is_dir()
+    assert build_report(tmp_path).sections[0].table("compute") is not None
