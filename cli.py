@@ -35,8 +35,16 @@ from rich.table import Table  # noqa: E402
 
 from l2kd.errors import ConfigError, UserError  # noqa: E402
 
-console = Console(stderr=True)
-out = Console()
+def _console(stderr: bool = False) -> Console:
+    """A console for people. Off a terminal (a pipe, a log file, CI, `ray exec`) rich would cut tables
+    to 80 columns with "…": there they are printed whole, unless COLUMNS names a width."""
+    stream = sys.stderr if stderr else sys.stdout
+    whole = not stream.isatty() and not os.environ.get("COLUMNS")
+    return Console(stderr=stderr, width=100_000 if whole else None)
+
+
+console = _console(stderr=True)
+out = _console()
 
 
 # --------------------------------------------------------------------------- helpers
@@ -114,8 +122,11 @@ class TrialProgress:
             p.console.print(f"  pseudo samples: kept {e['kept']} of {e['requested']} "
                             f"(dropped: {e['dropped']})")
         elif name == "eval" and not self.quiet:
+            from l2kd.trial import describe_eval
+
             shown = {k: round(v, 1) for k, v in e["scores"].items()}
-            p.console.print(f"  eval ({e['tag']}) {e['task']}: {shown}", markup=False, highlight=False)
+            p.console.print(f"  eval ({describe_eval(e['tag'])}) {e['task']}: {shown}", markup=False,
+                            highlight=False)
         elif name == "teacher":
             where = " (in a background process)" if e.get("background") else ""
             p.console.print(f"training the teacher of {e['task']}{where} -> {e['path']}", markup=False,
@@ -124,8 +135,10 @@ class TrialProgress:
             p.console.print(f"teacher of {e['task']} ready ({e['seconds']:.0f} s)")
         elif name == "teacher_wait":
             p.console.print(f"  waiting for the teacher of {e['task']}")
+        elif name == "resume" and e.get("complete"):
+            p.console.print(f"  already complete ({e['stages_done']} of {e['stages']} stages): nothing to run")
         elif name == "resume":
-            p.console.print(f"  resuming after stage {e['stages_done']}")
+            p.console.print(f"  resuming after stage {e['stages_done']} of {e['stages']}")
 
 
 # --------------------------------------------------------------------------- commands
@@ -149,7 +162,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             start_teachers = teachers.start  # once the trial has checked its inputs
         try:
             result = run_trial(cfg, workdir, teachers=teachers, on_event=progress, resume=not args.fresh,
-                               on_checked=start_teachers)
+                               on_checked=start_teachers, tensorboard=not args.no_tensorboard)
         except ConfigError as e:  # a setting found wrong while the trial read its inputs: name the file
             raise e if e.where else ConfigError(str(e), where=args.config) from None
     out.print(render_matrix(result, f"R: {cfg.name} ({cfg.method.name}, seed {cfg.seed})"))
@@ -241,36 +254,85 @@ def render_plan(plan, work) -> list:
     return lines
 
 
+def _hours(seconds: float) -> str:
+    return f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds / 60:.0f} min"
+
+
+def render_cost(plan, planned, rate, devices: float | None) -> str:
+    """The dry run's cost lines: device-hours and wall time of the work ahead, and their source."""
+    from l2kd.cost import project
+
+    res = plan.spec.resources
+    if devices is None:  # this machine's devices of the kind the grid asks for
+        import torch
+
+        devices = float(torch.cuda.device_count() if res.gpu > 0 else (os.cpu_count() or 1))
+        counted = "this machine's"
+    else:
+        counted = "--devices"
+    c = project(plan, planned, rate, devices)
+    kind = "GPU" if res.gpu > 0 else "CPU"
+    per = res.gpu if res.gpu > 0 else res.cpu
+    h = lambda x: f"{x:,.1f}" if x >= 10 else f"{x:.2g}"  # noqa: E731 - small grids keep 2 figures
+    return (f"cost of the work ahead: {h(c['device_hours'])} {c['unit']} ({h(c['trial_hours'])} trial-hours x "
+            f"{per:g} {kind} each); wall time about {_hours(c['wall_s'])} on {c['devices']:g} {kind}(s) "
+            f"({counted}; {c['slots']} trial(s) at once)"
+            + (f"; {c['unknown']} item(s) not counted: inputs missing" if c["unknown"] else "")
+            + f"\n  rate {c['source']}; every trained token taken at this rate (other methods and shapes "
+              "than the benchmarked one are estimates)")
+
+
+def plan_problems(plan) -> list[str]:
+    """What the dry run lists that would stop a run: inputs it cannot read, cells that ran with other
+    settings under the same id."""
+    problems = [f"cannot read {'the model inputs' if what == 'model' else f'the data of {what}'}"
+                for what in sorted(plan.missing_data)]
+    changed = sum(plan.status(c).state == "changed" for c in plan.cells)
+    if changed:
+        problems.append(f"{changed} CHANGED cell(s) (run again with --fresh, or rename the grid)")
+    return problems
+
+
 class GridProgress:
-    """A live table of the grid's cells (state, task, progress, latest score) fed by grid events."""
+    """The grid's cells (state, task, progress, latest score) fed by grid events: a live table on a
+    terminal; elsewhere (a log file, CI, `ray exec`) one line per event (a cell started, a stage
+    finished with its score, a cell done, failed or retried) and a progress line per running cell
+    at most every LOG_EVERY_S seconds, since a live table is invisible there until the grid ends."""
+
+    LOG_EVERY_S = 60.0
 
     def __init__(self, plan, quiet: bool = False):
         from rich.live import Live
 
         self.plan, self.quiet = plan, quiet
+        self.lines = not console.is_terminal  # progress as log lines instead of a live table
         self.rows: dict[str, dict] = {}
+        self.logged: dict[str, float] = {}  # cell id -> when its last progress line was printed
         for c in plan.cells:
             st = plan.status(c)
             self.rows[c.id] = {"state": "done" if st.state == "done" else "pending",
                                "stage": f"{st.stages_done}/{st.stages}"}
-        self.live = Live(self.table(), console=console, refresh_per_second=2, transient=False,
-                         auto_refresh=not quiet)
+        self.live = None if quiet or self.lines else Live(
+            self.table(), console=console, refresh_per_second=2, transient=False)
         self.started = time.perf_counter()
 
     def __enter__(self):
-        if not self.quiet:
+        if self.live:
             self.live.__enter__()
         return self
 
     def __exit__(self, *exc):
-        if not self.quiet:
+        if self.live:
             self.live.update(self.table())
             self.live.__exit__(*exc)
-            if not console.is_terminal:  # Live leaves its last frame without a newline in a log file
-                console.line()
+        elif self.lines and not self.quiet:  # the final state, whole, as the last thing in the log
+            console.print(self.table())
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - getattr(self, "started", time.perf_counter())
 
     def table(self) -> Table:
-        t = Table(title=f"{self.plan.spec.name}: {time.perf_counter() - getattr(self, 'started', time.perf_counter()):.0f} s")
+        t = Table(title=f"{self.plan.spec.name}: {self.elapsed():.0f} s")
         for col in ("cell", "state", "stage", "task", "epoch", "step", "loss", "avg score"):
             t.add_column(col, no_wrap=col == "cell")
         style = {"done": "green", "error": "red", "retrying": "yellow", "running": "cyan"}
@@ -282,8 +344,25 @@ class GridProgress:
         return t
 
     def say(self, text: str) -> None:
-        (self.live.console if not self.quiet else console).print(text, markup=False, highlight=False,
-                                                                 soft_wrap=True)
+        if self.lines:
+            text = f"[{self.elapsed():6.0f} s] {text}"
+        (self.live.console if self.live else console).print(text, markup=False, highlight=False,
+                                                            soft_wrap=True)
+
+    def log_cell(self, cid: str, before: dict, e: dict) -> None:
+        """One line for what changed in a cell (off a terminal)."""
+        row = self.rows[cid]
+        if e["state"] != before.get("state") and e["state"] != "running":
+            self.say(f"{cid}: {e['state']}" + (f" (stage {row['stage']})" if e["state"] != "done" else ""))
+        elif e["state"] == "running" and before.get("state") != "running" and "avg" not in e:
+            self.say(f"{cid}: started")
+        if "avg" in e:  # a stage finished (its number counts finished stages)
+            self.say(f"{cid}: stage {row['stage']} finished ({row.get('task', '')}), avg score {e['avg']:.1f}")
+            self.logged[cid] = time.monotonic()
+        elif "step" in e and time.monotonic() - self.logged.get(cid, 0.0) >= self.LOG_EVERY_S:
+            self.logged[cid] = time.monotonic()
+            self.say(f"{cid}: stage {row['stage']} ({row.get('task', '')}), epoch {row.get('epoch', '')}, "
+                     f"step {row['step']}/{row['steps']}, loss {row['loss']:.3f}")
 
     def __call__(self, name: str, **e) -> None:
         if name == "ray":
@@ -297,6 +376,7 @@ class GridProgress:
             self.say(f"restoring the Tune experiment {e['experiment']}")
         elif name == "cell":
             row = self.rows.setdefault(e["id"], {})
+            before = dict(row)
             row["state"] = e["state"]
             if "stage" in e:
                 row["stage"] = f"{e['stage']}/{e['stages']}" if "stages" in e else str(e["stage"])
@@ -306,7 +386,9 @@ class GridProgress:
             for k in ("task", "epoch", "step", "steps", "loss", "avg"):
                 if k in e:
                     row[k] = e[k]
-        if not self.quiet:
+            if self.lines and not self.quiet:
+                self.log_cell(e["id"], before, e)
+        if self.live:
             self.live.update(self.table())
 
 
@@ -315,12 +397,30 @@ def cmd_grid(args: argparse.Namespace) -> int:
     from l2kd.plan import build_plan, work
 
     spec = load_grid(args.grid, storage=args.storage, address=args.address)
+    rate = None
+    if args.throughput or args.devices:
+        if not args.dry_run:
+            raise UserError("--throughput/--devices: only with --dry-run (they project a plan's cost)")
+        if not args.throughput:
+            raise UserError("--devices: name a rate with --throughput (a bench JSON file or tokens/s)")
+        from l2kd.cost import read_throughput
+
+        rate = read_throughput(args.throughput)  # before the plan: a bad one is the only line
     if args.no_dashboard:
         spec = spec.model_copy(update={"ray": spec.ray.model_copy(update={"dashboard": False})})
     plan = build_plan(spec, strict_data=not args.dry_run)
     if args.dry_run:
-        for item in render_plan(plan, work(plan)):
+        planned = work(plan)
+        for item in render_plan(plan, planned):
             out.print(item)
+        if rate:
+            out.print(render_cost(plan, planned, rate, args.devices), markup=False, highlight=False,
+                      soft_wrap=True)
+        problems = plan_problems(plan)
+        if problems:  # a pre-flight check a script can trust: the run would stop on these
+            console.print(f"error: a run would stop: {'; '.join(problems)}", markup=False, highlight=False,
+                          soft_wrap=True)
+            return 2
         return 0
     if args.resume and not (plan.run_dir / "cells").is_dir():
         raise UserError(f"--resume: nothing to resume in {plan.run_dir}")
@@ -581,14 +681,34 @@ def render_frame(df, digits: int = 1) -> list[Table]:
 def cmd_report(args: argparse.Namespace) -> int:
     from l2kd.report import build_report
 
+    if args.rescore:
+        from l2kd.rescore import RESCORED_FILE, rescore_run
+
+        done = rescore_run(args.run_dir, skip=tuple(Path(args.run_dir).glob("report*")))
+        kept = sorted({k for r in done for k in r.kept})
+        console.print(f"rescored {sum(r.scored for r in done)} evaluations of {len(done)} trial(s) from their "
+                      f"stored predictions -> {RESCORED_FILE} beside each results.json"
+                      + (f"; kept as they were: {'; '.join(kept[:3])}" + ("; ..." if len(kept) > 3 else "")
+                         if kept else ""), markup=False, highlight=False, soft_wrap=True)
+        print_report(build_report(args.run_dir, out_dir=args.out, group_by=args.group_by,
+                                  results_name=RESCORED_FILE))
+        return 0
     print_report(build_report(args.run_dir, out_dir=args.out, group_by=args.group_by))
     return 0
+
+
+def heading(title: str) -> None:
+    """A section rule on a terminal; a plain line elsewhere (a rule would span the whole width)."""
+    if out.is_terminal:
+        out.rule(title)
+    else:
+        out.print(f"== {title} ==", markup=False, highlight=False)
 
 
 def print_report(report) -> None:
     for sec in report.sections:
         if sec.title:
-            out.rule(sec.title)
+            heading(sec.title)
         for t in sec.tables:
             if t.main:
                 out.print(f"\n[bold]{escape(t.title)}[/bold]")
@@ -596,7 +716,13 @@ def print_report(report) -> None:
                     out.print(table)
         for note in dict.fromkeys(sec.notes):
             console.print(f"note: {note}", markup=False, highlight=False)
+    from l2kd.report.write import tensorboard_dirs
+
     n = len(report.trials)
+    boards = tensorboard_dirs(report)
+    if boards:
+        console.print(f"TensorBoard: {len(boards)} trial(s) wrote event files: tensorboard --logdir {report.run_dir}",
+                      markup=False, highlight=False, soft_wrap=True)
     console.print(f"{n} trial result(s) -> {len(report.files)} files in {report.out_dir} "
                   f"(start with {report.out_dir / 'report.md'})", markup=False, soft_wrap=True)
 
@@ -642,11 +768,17 @@ def cmd_ls(args: argparse.Namespace) -> int:
             params = ", ".join(f"{k}={f.default!r}" for k, f in cls.Params.model_fields.items())
             table.add_row(name, doc, params)
     else:
-        from l2kd.metrics import SCORERS
+        from l2kd.metrics import SCORER_METRICS, SCORERS
+        from l2kd.tasks import TASKS
 
-        table = Table("scorer")
+        table = Table("scorer", "keys (figures it returns)", "direction", "primary score of")
         for name in SCORERS:
-            table.add_row(name)
+            keys = SCORER_METRICS.get(name, ())
+            primary = [f"{k.name}: " + ", ".join(t for t in TASKS if TASKS.get(t).primary_metric == k.name)
+                       for k in keys if any(TASKS.get(t).primary_metric == k.name for t in TASKS)]
+            direction = ", ".join(sorted({"higher is better" if k.higher_is_better else "lower is better"
+                                          for k in keys}))
+            table.add_row(name, ", ".join(k.name for k in keys), direction, "\n".join(primary) or "-")
     out.print(table)
     return 0
 
@@ -699,6 +831,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "process leaves the device idle (see `bench --packing`), not on a CPU that one "
                    "process already fills (default: 0, all teachers first, in this process)")
     p.add_argument("--quiet", action="store_true", help="no progress display")
+    p.add_argument("--no-tensorboard", action="store_true",
+                   help="write no TensorBoard event files (default: OUT/tensorboard)")
     p.set_defaults(fn=cmd_train)
 
     p = sub.add_parser("pretrain", help="pretrain a GPT-2 base (causal LM) on plain text for model.pretrained",
@@ -723,7 +857,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("grid", help="grid file (YAML), e.g. grids/demo.yaml")
     p.add_argument("--dry-run", action="store_true",
                    help="print the plan (cells, teachers and their users, what a run would redo, the "
-                   "work in trained tokens) and run nothing")
+                   "work in trained tokens) and run nothing; exit code 2 when a problem it lists "
+                   "(inputs it cannot read, CHANGED cells) would stop the run")
+    p.add_argument("--throughput", metavar="BENCH.json|TOKENS_PER_S",
+                   help="with --dry-run: project GPU-hours (CPU-hours) and wall time from a `cli.py bench "
+                   "--out` file or a stated rate in trained tokens/s per trial")
+    p.add_argument("--devices", type=_positive, metavar="N",
+                   help="with --throughput: GPUs (CPUs for a CPU grid) the grid will have (default: "
+                   "this machine's)")
     p.add_argument("--address", help="Ray cluster to join (overrides the file and RAY_ADDRESS)")
     p.add_argument("--storage", metavar="DIR", help="storage folder (overrides the file's `storage`)")
     p.add_argument("--resume", action="store_true",
@@ -769,6 +910,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--group-by", nargs="+", action="extend", default=[], metavar="FIELD",
                    help="split the report by these config fields (e.g. training.epochs) instead of "
                    "refusing results whose settings differ (name RUN_DIR before this option)")
+    p.add_argument("--rescore", action="store_true",
+                   help="first score every stored prediction again with today's metrics (no training), "
+                   "write results.rescored.json beside each results.json, and report those "
+                   "(default folder: RUN_DIR/report-rescored)")
     p.set_defaults(fn=cmd_report)
     p = sub.add_parser("data", help="data tools")
     data_sub = p.add_subparsers(dest="data_command", required=True)

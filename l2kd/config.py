@@ -23,9 +23,10 @@ from .registry import did_you_mean
 
 
 class Strict(BaseModel):
-    """Frozen, no unknown keys, defaults validated too."""
+    """Frozen, no unknown keys, defaults validated too, and no silent coercion: `seeds: ["7"]` or
+    `epochs: "3"` is an error naming the key, not 7 or 3 (a whole number is still a valid float)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True, strict=True)
 
 
 # GPT-2 shapes by name. `tiny` trains in seconds on a laptop CPU; `small` is GPT-2 small's shape.
@@ -330,12 +331,27 @@ def validate(model: type[BaseModel], data: Any, source: str):
         raise ConfigError(line) from None
 
 
+class _Loader(yaml.SafeLoader):
+    """YAML as users write it: `1e-4` is a number (PyYAML's YAML 1.1 rules read it as a string,
+    which a strict config would then refuse)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    __import__("re").compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"))
+
+
+def parse_yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+
+
 def load_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: no such file")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = parse_yaml(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError as e:
         raise ConfigError(f"{path}: not a UTF-8 text file (byte {e.start})") from None
     except yaml.YAMLError as e:
@@ -357,7 +373,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str], source: str = "-
         if not all(part.strip() for part in key.split(".")):
             raise ConfigError(f"{source}: {item!r} names no key (expected key.sub=value)")
         try:
-            value = yaml.safe_load(raw)
+            value = parse_yaml(raw)
         except yaml.YAMLError:
             value = raw
         node = out

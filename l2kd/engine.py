@@ -28,6 +28,8 @@ keep DeepSpeed's own paths.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import os
 import socket
@@ -61,7 +63,13 @@ def ensure_distributed(device: torch.device) -> None:
         os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1",
                           MASTER_PORT=str(free_port()))
     backend = "nccl" if device.type == "cuda" else "gloo"
-    deepspeed.init_distributed(dist_backend=backend, verbose=False)
+    # DeepSpeed prints "DeepSpeed ... shm_comm_op built successfully" on stdout at every start, even
+    # when the op is cached: into trial.log with the rest, not onto the user's console
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        deepspeed.init_distributed(dist_backend=backend, verbose=False)
+    for line in printed.getvalue().splitlines():
+        log.info("deepspeed: %s", line)
     log.info("distributed group up (%s, port %s)", backend, os.environ["MASTER_PORT"])
 
 

@@ -148,7 +148,7 @@ def _newest_checkpoint(tune_dir: str | None, workdir: Path) -> str | None:
 
 
 def _cell_trainable(config: dict, *, cells: dict[str, dict], teacher_refs: dict[str, Any],
-                    run_dir: str, fault: FaultInjection | None = None) -> None:
+                    run_dir: str, fault: FaultInjection | None = None, tensorboard: bool = True) -> None:
     """One Tune trial: one cell's trial, resumed from its last finished task when there is one."""
     from .trial import run_trial
 
@@ -178,7 +178,8 @@ def _cell_trainable(config: dict, *, cells: dict[str, dict], teacher_refs: dict[
     ckpt = tune.get_checkpoint()
     with (ckpt.as_directory() if ckpt else contextlib.nullcontext(None)) as tune_dir:
         resume_from = _newest_checkpoint(tune_dir, workdir)
-        result = run_trial(cfg, workdir, teachers=teachers, on_event=on_event, resume_from=resume_from)
+        result = run_trial(cfg, workdir, teachers=teachers, on_event=on_event, resume_from=resume_from,
+                           tensorboard=tensorboard)
     if not seen["stages_run"]:  # finished on disk before this attempt: tell Tune its scores once
         tune.report(_stage_metrics(result, result.stages[-1]))
 
@@ -215,6 +216,25 @@ class GridMonitor(tune.Callback):
         _emit("cell", id=trial.config["cell"], state="retrying")
 
 
+def tracker_callbacks(plan: Plan) -> list:
+    """Ray Tune's own logger callbacks for the trackers the grid names (spec.tracking)."""
+    t, out = plan.spec.tracking, []
+    if t.mlflow is not None:
+        from ray.air.integrations.mlflow import MLflowLoggerCallback
+
+        kwargs = {"tracking_uri": (plan.run_dir / "mlruns").as_uri(), "experiment_name": plan.spec.name,
+                  **t.mlflow}
+        if str(kwargs["tracking_uri"]).startswith("file:"):
+            # MLflow 3 keeps its file store (no server, no database) only when asked to
+            os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+        out.append(MLflowLoggerCallback(**kwargs))
+    if t.wandb is not None:
+        from ray.air.integrations.wandb import WandbLoggerCallback
+
+        out.append(WandbLoggerCallback(**{"project": plan.spec.name, **t.wandb}))
+    return out
+
+
 def run_cells(plan: Plan, cells: list[Cell], teacher_refs: dict[str, Any], emit: EventFn,
               fault: FaultInjection | None = None) -> dict[str, str]:
     """One Tune trial per cell; returns the errors by cell id. Restores the Tune experiment of an
@@ -233,7 +253,7 @@ def run_cells(plan: Plan, cells: list[Cell], teacher_refs: dict[str, Any], emit:
                for c in plan.cells}
     trainable = tune.with_resources(
         tune.with_parameters(_cell_trainable, cells=payload, teacher_refs=teacher_refs,
-                             run_dir=str(plan.run_dir), fault=fault),
+                             run_dir=str(plan.run_dir), fault=fault, tensorboard=spec.tracking.tensorboard),
         {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
     _emit = emit
     if tune.Tuner.can_restore(str(path)):
@@ -247,7 +267,7 @@ def run_cells(plan: Plan, cells: list[Cell], teacher_refs: dict[str, Any], emit:
                                         trial_name_creator=lambda t: t.config["cell"]),
             run_config=tune.RunConfig(
                 name=name, storage_path=str(tune_root), verbose=0, log_to_file=True,
-                callbacks=[GridMonitor()],
+                callbacks=[GridMonitor(), *tracker_callbacks(plan)],
                 failure_config=tune.FailureConfig(max_failures=spec.ray.max_failures),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1)))
     write_json(tune_root / CURRENT, {"experiment": name, "cells": ids})

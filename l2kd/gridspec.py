@@ -15,6 +15,7 @@ top-level `tasks` is one experiment named after the grid. Shape (every key but `
     resources: {cpu: 1, gpu: 0.5}               # per trial (fractions of a GPU allowed)
     storage: runs/grids                         # the run folder is STORAGE/NAME
     ray: {address: null, dashboard: true, max_concurrent: null, max_failures: 2}
+    tracking: {tensorboard: true, wandb: {project: p, mode: offline}, mlflow: {}}   # wandb/mlflow optional
 
 A method entry is a name or a mapping: `name`, an optional `label` (its row name and part of its
 cells' ids), trial-config sections overriding the grid's (`training: {epochs: 27}`), and the
@@ -103,6 +104,12 @@ def expand_orders(spec: Any, tasks: list[str], where: str) -> list[Order]:
     elif isinstance(spec, list) and spec and all(isinstance(o, list) for o in spec):
         orders = []
         for k, o in enumerate(spec):
+            for t in o:  # a misspelt task: name it, with the experiment's closest task
+                if isinstance(t, str) and t not in tasks:
+                    from .registry import did_you_mean
+
+                    raise ConfigError(f"{where}[{k}]: {t!r} is not one of the tasks {tasks}; "
+                                      f"{did_you_mean(t, tasks)}")
             if not all(isinstance(t, str) for t in o) or sorted(o) != sorted(tasks):
                 raise ConfigError(f"{where}[{k}]: {o} is not an order of the tasks {tasks}")
             orders.append(tuple(o))
@@ -163,6 +170,31 @@ class RayOptions(Strict):
     max_failures: int = Field(2, ge=0, description="retries of a failed trial, each from its last finished task")
 
 
+TRACKER_PACKAGES = {"wandb": "wandb", "mlflow": "mlflow"}  # tracker -> the module it needs
+
+
+class Tracking(Strict):
+    """Experiment trackers. TensorBoard: event files in every cell's folder, written by the trial.
+    wandb / mlflow: Ray Tune's WandbLoggerCallback / MLflowLoggerCallback, given these keyword
+    arguments (wandb's go on to wandb.init: `mode: offline` needs no account; mlflow's default
+    `tracking_uri` is a file store, RUN_DIR/mlruns, and its `experiment_name` the grid's name)."""
+
+    tensorboard: bool = Field(True, description="TensorBoard event files per trial (CELL/tensorboard)")
+    wandb: dict[str, Any] | None = Field(None, description="Weights & Biases: WandbLoggerCallback arguments")
+    mlflow: dict[str, Any] | None = Field(None, description="MLflow: MLflowLoggerCallback arguments")
+
+    @model_validator(mode="after")
+    def _installed(self) -> "Tracking":
+        import importlib.util
+
+        for key, module in TRACKER_PACKAGES.items():
+            if getattr(self, key) is not None and importlib.util.find_spec(module) is None:
+                extra = "mlflow-skinny" if key == "mlflow" else key
+                raise ValueError(f"{key}: needs the {module} package, not installed here (pip install {extra}, "
+                                 f"or pip install 'l2kd[{key}]')")
+        return self
+
+
 class GridSpec(Strict):
     name: str
     experiments: list[Experiment]
@@ -173,6 +205,7 @@ class GridSpec(Strict):
     resources: Resources = Field(default_factory=Resources)
     storage: str = "runs/grids"
     ray: RayOptions = Field(default_factory=RayOptions)
+    tracking: Tracking = Field(default_factory=Tracking)
     source: str = "<grid>"
 
     @model_validator(mode="after")
@@ -210,7 +243,7 @@ class GridSpec(Strict):
 
 
 GRID_KEYS = {"name", "tasks", "orders", "experiments", "methods", "references", "seeds", "resources",
-             "storage", "ray", *SECTIONS}
+             "storage", "ray", "tracking", *SECTIONS}
 
 
 def _absolute_paths(d: dict[str, Any]) -> None:
@@ -261,7 +294,7 @@ def parse_grid(raw: dict[str, Any], source: str, *, storage: str | None = None,
             raise ConfigError(f"{source}: {key}: expected a list")
         entries[key] = [MethodEntry.parse(m, f"{source}: {key}[{k}]") for k, m in enumerate(items)]
     fields = {"name": name, "experiments": experiments, **entries, "base": base, "source": source}
-    for key in ("seeds", "resources", "storage", "ray"):
+    for key in ("seeds", "resources", "storage", "ray", "tracking"):
         if key in raw:
             fields[key] = raw[key]
     if storage:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import warnings
 from pathlib import Path
 
 import torch
@@ -29,6 +30,9 @@ from .tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
 hf_logging.set_verbosity_error()  # config warnings about bos/eos ids on small vocabularies
+# transformers 5 renamed GPT-2's `past_key_values` argument to `cache` and warns at every decode
+# call; the name works throughout the versions we support, so the warning says nothing to a user
+warnings.filterwarnings("ignore", message=r"`past_key_values` is deprecated", category=FutureWarning)
 
 INIT_STD = 0.02  # GPT-2's initializer_range; pytorch-transformers 1.2 drew new rows from N(0, 0.02)
 
@@ -118,6 +122,10 @@ def check_model_source(cfg: ModelConfig) -> None:
     Tokenizer.load(cfg.tokenizer, cfg.pretrained, cfg.builtin_vocab_size)
     if cfg.pretrained:
         _check_pretrained_path(cfg.pretrained)
+        if not Path(cfg.pretrained).expanduser().exists():  # a hub name: in the cache, or reachable
+            from .hub import check_hub_model
+
+            check_hub_model(cfg.pretrained)
 
 
 def grow_embeddings(model: torch.nn.Module, vocab_size: int, seed: int) -> None:

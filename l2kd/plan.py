@@ -5,9 +5,10 @@ Pure bookkeeping, no Ray: `cli.py grid --dry-run` prints it, and the grid runner
 Run folder layout (RUN_DIR = STORAGE/NAME):
     RUN_DIR/grid.yaml                     the grid as run (resolved)
     RUN_DIR/cells/<cell_id>/              one trial per cell: results.json, cell.json, predictions/,
-                                          checkpoints/, trial.log (l2kd.trial.run_trial's folder)
+                                          checkpoints/, trial.log, tensorboard/ (l2kd.trial.run_trial's folder)
     RUN_DIR/teachers/<task>-<key>/        one single-task LAMOL teacher per key (l2kd.teachers)
     RUN_DIR/tune/                         Ray Tune's experiment state (restore) and its checkpoints
+    RUN_DIR/mlruns/                       MLflow's file store, when the grid's tracking names mlflow
 
 A cell id names what the cell is, `<experiment>.<order id>.<method label>.s<seed>` (order id `all`
 for order-free references), so adding seeds, methods or orders never renames an existing cell.

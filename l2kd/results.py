@@ -40,6 +40,9 @@ class TrialResult:
     curves: list[dict[str, Any]] = field(default_factory=list)
     stage_info: list[dict[str, Any]] = field(default_factory=list)  # pseudo counts, timings, steps
     versions: dict[str, str] = field(default_factory=dict)
+    # trained/generated tokens, device-seconds per phase, peak memory (l2kd.compute); empty in
+    # results written before it was recorded
+    compute: dict[str, Any] = field(default_factory=dict)
     complete: bool = False
     format: str = FORMAT
 
@@ -97,6 +100,16 @@ def _check_shape(d: dict[str, Any], source: str) -> None:
                             f"(one per task), got {str(R)[:120]}")
     if not isinstance(d.get("primary"), dict) or not isinstance(d.get("config"), dict):
         raise ArtifactError(f"{source}: primary and config must be JSON objects")
+
+
+def find_result_files(run_dir: Path, skip=(), name: str = RESULTS_FILE) -> list[Path]:
+    """Every result file called `name` under `run_dir`, except in hidden folders and below the
+    folders `skip`."""
+    run_dir = Path(run_dir)
+    files = sorted(p for p in run_dir.glob(f"**/{name}")
+                   if not any(part.startswith(".") for part in p.relative_to(run_dir).parts))
+    skipped = {Path(s).resolve() for s in skip}
+    return [p for p in files if not skipped & set(p.resolve().parents)]
 
 
 def library_versions() -> dict[str, str]:

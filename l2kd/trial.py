@@ -9,6 +9,7 @@ A trial started again on the same folder resumes after its last finished stage.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import time
@@ -19,6 +20,7 @@ from typing import Any, Callable, Iterator, Mapping
 import torch
 import yaml
 
+from .compute import ComputeMeter
 from .checkpoint import CHECKPOINTS, Checkpoint, latest_checkpoint, read_checkpoint, save_checkpoint
 from .config import TrainingConfig, TrialConfig, drop_unset_later_settings
 from .context import TrialContext
@@ -32,10 +34,12 @@ from .evaluate import evaluate_all
 from .io import remove_leftovers, stable_hash, write_jsonl, write_text
 from .methods import Method, make_method
 from .model import build_model, grow_embeddings, n_positions, use_gelu
+from .rescore import predictions_dir
 from .results import TrialResult, library_versions
 from .schedule import LinearWarmupDecay
 from .tasks import TASKS
 from .tokenizer import Tokenizer
+from .tracking import fan_out, tensorboard_listener
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +107,28 @@ def trial_log(workdir: Path) -> Iterator[None]:
         root.removeHandler(handler)
         root.setLevel(old_level)
         handler.close()
+
+
+def describe_eval(tag: str) -> str:
+    """An evaluation's tag (which also seeds its sampling, so it stays as it is) as people read it:
+    stages counted from 1, as in the R table and the resume messages."""
+    if tag == "initial":
+        return "untrained model"
+    stage, _, epoch = tag.removeprefix("stage").partition("-epoch")
+    return f"stage {int(stage) + 1}, epoch {epoch}" if epoch else f"after stage {int(stage) + 1}"
+
+
+def _logged(emit: EventFn) -> EventFn:
+    """Events on to `emit`, and what a person reading trial.log needs of them (its lines carry the
+    time): each evaluation with its scores, pseudo samples kept."""
+    def on_event(name: str, **e: Any) -> None:
+        if name == "eval":
+            log.info("eval (%s) %s: %s", describe_eval(e["tag"]), e["task"],
+                     ", ".join(f"{k} {v:.2f}" for k, v in e["scores"].items()))
+        elif name == "replay":
+            log.info("stage %d: pseudo samples kept %d of %d", e["stage"] + 1, e["kept"], e["requested"])
+        emit(name, **e)
+    return on_event
 
 
 # --------------------------------------------------------------------------- training
@@ -213,13 +239,14 @@ def _resume_point(cfg: TrialConfig, workdir: Path, resume_from: Path | None) -> 
 def run_trial(cfg: TrialConfig, workdir: str | Path, *, teachers: Mapping[str, Any] | None = None,
               on_event: EventFn | None = None, resume: bool = True,
               resume_from: str | Path | None = None,
-              on_checked: Callable[[], None] | None = None) -> TrialResult:
+              on_checked: Callable[[], None] | None = None, tensorboard: bool = True) -> TrialResult:
     """Run (or continue) one trial in `workdir` and return its result.
 
     `on_checked` is called once every input has been checked, before anything is written
-    (`cli.py train` starts the teachers there, so a bad input trains none)."""
+    (`cli.py train` starts the teachers there, so a bad input trains none). `tensorboard`: write
+    TensorBoard event files under WORKDIR/tensorboard (l2kd.tracking)."""
     workdir = Path(workdir)
-    emit = on_event or (lambda *a, **k: None)
+    emit = _logged(on_event or (lambda *a, **k: None))
     teachers = {} if teachers is None else teachers  # not `or {}`: an empty mapping may still be filling
     device, precision, amp_dtype = resolve_device(cfg.training)
     if cfg.training.threads:
@@ -249,67 +276,94 @@ def run_trial(cfg: TrialConfig, workdir: str | Path, *, teachers: Mapping[str, A
     remove_leftovers(workdir, dirs_in=(CHECKPOINTS,))  # of a run killed while writing
     write_text(workdir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 
-    with trial_log(workdir):
-        if ckpt:
+    board = None
+    if tensorboard and result.stages_done < len(stages):
+        board = tensorboard_listener(workdir, sum(i["train"]["steps"] for i in result.stage_info))
+        emit = fan_out(emit, board)
+    with trial_log(workdir), contextlib.closing(board) if board else contextlib.nullcontext():
+        if ckpt and ckpt.complete:
+            log.info("%s: already complete (%d stages)", workdir, ckpt.stages_done)
+            emit("resume", stages_done=ckpt.stages_done, stages=len(stages), complete=True)
+        elif ckpt:
             method.load_state_dict(ckpt.method_state())
             log.info("resuming %s after stage %d of %d", workdir, ckpt.stages_done, len(stages))
-            emit("resume", stages_done=ckpt.stages_done)
+            emit("resume", stages_done=ckpt.stages_done, stages=len(stages), complete=False)
         model.to(device)
         ctx = TrialContext(cfg=cfg, tokenizer=tokenizer, device=device, amp_dtype=amp_dtype,
                            max_len=n_positions(model), train=train, test=test,
                            teachers=teachers, emit=emit, model=model)
         log.info("trial %s: %s on %s, %s, %s", result.name, cfg.method.name, " -> ".join(cfg.tasks),
                  device, precision)
+        meter = ComputeMeter(result.compute, device, ctx.decode_stats)
         if result.baseline is None and cfg.eval.before_training and not ckpt:
-            result.baseline, _ = evaluate_all(ctx, model, "initial")
+            with meter.phase("eval"):
+                result.baseline, preds = evaluate_all(ctx, model, "initial")
+            for task, records in preds.items():  # kept for rescoring (l2kd.rescore)
+                write_jsonl(predictions_dir(workdir, None) / f"{task}.jsonl", records)
 
         for s in range(result.stages_done, len(stages)):
             tasks = stages[s]
             ctx.stage = s
             torch.manual_seed(ctx.seed("dropout", s))
             emit("stage_start", stage=s, stages=len(stages), tasks=list(tasks))
+            log.info("stage %d/%d (%s): started", s + 1, len(stages), "+".join(tasks))
+            stage_t0 = time.perf_counter()
             timing: dict[str, float] = {}
             t0 = time.perf_counter()
-            replay_rows, replay_info = method.replay(ctx, tasks)
+            with meter.phase("pseudo"):
+                replay_rows, replay_info = method.replay(ctx, tasks)
             timing["replay_s"] = time.perf_counter() - t0
             for task in tasks:
                 tokenizer.add_task(task)
             grow_embeddings(model, len(tokenizer), cfg.seed)
             model.to(device)
-            rows = method.train_rows(ctx, tasks) + replay_rows
+            # Seq-KD swaps in its teacher's answers here (decoded now unless precomputed)
+            with meter.phase("teacher" if method.teachers_needed(cfg) else "train"):
+                rows = method.train_rows(ctx, tasks) + replay_rows
             if replay_info:
                 emit("replay", stage=s, **{k: v for k, v in replay_info.items() if k != "samples"})
 
             t0 = time.perf_counter()
-            method.prepare_model(ctx, model)
-            engine = Engine(model, cfg.training, precision, device)
-            ctx.model = engine.module
-            method.begin_training(ctx, tasks)
+            epoch_t0 = [t0]
+            with meter.phase("train"):
+                method.prepare_model(ctx, model)
+                engine = Engine(model, cfg.training, precision, device)
+                ctx.model = engine.module
+                method.begin_training(ctx, tasks)
 
-            def epoch_end(epoch: int) -> None:
-                if cfg.eval.every_epoch:
-                    scores, _ = evaluate_all(ctx, engine.module, f"stage{s}-epoch{epoch}")
-                    result.curves.append({"stage": s, "epoch": epoch, "scores": scores})
+                def epoch_end(epoch: int) -> None:
+                    log.info("stage %d/%d, epoch %d/%d: done in %.1f s", s + 1, len(stages), epoch,
+                             cfg.training.epochs, time.perf_counter() - epoch_t0[0])
+                    if cfg.eval.every_epoch:
+                        with meter.phase("eval"):
+                            scores, _ = evaluate_all(ctx, engine.module, f"stage{s}-epoch{epoch}")
+                        result.curves.append({"stage": s, "epoch": epoch, "scores": scores})
+                    epoch_t0[0] = time.perf_counter()
 
-            train_info = train_stage(ctx, method, engine, rows, tasks, epoch_end)
+                train_info = train_stage(ctx, method, engine, rows, tasks, epoch_end)
+                info = {"tasks": list(tasks), "train": train_info, **method.end_stage(ctx, tasks)}
+                model = engine.module
+                engine.close()
             timing["train_s"] = time.perf_counter() - t0
-            info = {"tasks": list(tasks), "train": train_info, **method.end_stage(ctx, tasks)}
-            model = engine.module
-            engine.close()
+            meter.trained(train_info["tokens"])
 
             t0 = time.perf_counter()
-            scores, preds = evaluate_all(ctx, model, f"stage{s}")
+            with meter.phase("eval"):
+                scores, preds = evaluate_all(ctx, model, f"stage{s}")
             timing["eval_s"] = time.perf_counter() - t0
             info["timing"] = timing
             if replay_info:
                 info["replay"] = {k: v for k, v in replay_info.items() if k != "samples"}
                 write_jsonl(workdir / "pseudo" / f"stage-{s:02d}.jsonl", replay_info.get("samples", []))
             for task, records in preds.items():
-                write_jsonl(workdir / "predictions" / f"stage-{s:02d}" / f"{task}.jsonl", records)
+                write_jsonl(predictions_dir(workdir, s) / f"{task}.jsonl", records)
             result.add_stage(scores, info)
             result.complete = result.stages_done == len(stages)
             path = save_checkpoint(workdir, model, tokenizer, method.state_dict(), result)
+            log.info("checkpoint after stage %d written: %s", s + 1, path)
             result.save(workdir)
+            log.info("stage %d/%d (%s): finished in %.1f s; R row %s", s + 1, len(stages), "+".join(tasks),
+                     time.perf_counter() - stage_t0, ", ".join(f"{v:.2f}" for v in result.R[-1]))
             emit("stage_end", stage=s, stages=len(stages), tasks=list(tasks), scores=scores,
                  R_row=result.R[-1], checkpoint=path, result=result)
         if result.stages_done == (ckpt.stages_done if ckpt else 0):

@@ -99,7 +99,8 @@ def test_a_grid_whose_inputs_cannot_be_read_starts_nothing(tmp_path):
         one_line_error(cli("grid", str(grid), "--storage", str(storage), "--no-dashboard", "--quiet"), *fragments)
         assert not storage.exists()
         dry = cli("grid", str(grid), "--storage", str(storage), "--dry-run")
-        assert dry.returncode == 0 and "cannot read" in dry.stdout and not storage.exists()
+        assert dry.returncode == 2 and "cannot read" in dry.stdout and not storage.exists()
+        assert dry.stderr.startswith("error: a run would stop: cannot read")
 
 
 def test_bad_bench_counts():

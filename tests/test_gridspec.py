@@ -176,3 +176,25 @@ def test_work_ahead_leaves_out_finished_cells(storage):
         {"config_hash": config_hash(cell.trial_config()), "R": [[1, 1], [1, 1]], "complete": True}))
     after = work(plan)
     assert after["ahead"] == before["total"] - before["cells"][cell.id]
+
+
+@pytest.mark.parametrize("over, fragment", [
+    ({"seeds": ["7"]}, "seeds.0: Input should be a valid integer"),
+    ({"training": {"epochs": "3"}}, "epochs: Input should be a valid integer"),
+    ({"orders": [["synth.nlg", "synth.sentimen"], ["synth.sentiment", "synth.nlg"]]},
+     "'synth.sentimen' is not one of the tasks"),
+])
+def test_no_silent_coercion_and_did_you_mean_in_orders(over, fragment, storage):
+    with pytest.raises(ConfigError) as e:
+        parse_grid(grid(**over), "g.yaml", storage=storage)
+    assert fragment in str(e.value) and "g.yaml" in str(e.value)
+    if "orders" in over:
+        assert "did you mean 'synth.sentiment'" in str(e.value)
+
+
+def test_yaml_reads_exponents_without_a_dot_as_numbers(tmp_path):
+    from l2kd.config import load_yaml
+
+    p = tmp_path / "t.yaml"
+    p.write_text("training: {lr: 1e-4, epochs: 3}\n")
+    assert load_yaml(p)["training"] == {"lr": 1e-4, "epochs": 3}

@@ -484,3 +484,24 @@ def test_a_cell_file_of_the_wrong_shape_is_one_error(tmp_path):
                 cell={"order": 5, "seed": "abc"})
     with pytest.raises(ArtifactError, match="a/cell.json: order: unexpected value 5"):
         collect(tmp_path)
+
+
+def test_compute_is_shown_per_method_as_the_mean_over_orders_and_old_results_stay_blank(run_dir):
+    def spend(rel, tokens, train_s):
+        f = run_dir / "cells" / rel / "results.json"
+        r = TrialResult.load(f)
+        r.compute = {"trained_tokens": tokens, "generated_tokens": 10, "peak_memory_bytes": 2e9,
+                     "seconds": {"train": train_s, "pseudo": 1.0, "eval": 2.0, "teacher": 0.0}, "device": "cpu"}
+        r.save(f.parent)
+    spend("o1-lamol-s1", 1000, 10.0)
+    spend("o1-lamol-s2", 3000, 30.0)  # order o1: the mean over its seeds, 2000 tokens and 20 s
+    spend("o2-lamol-s1", 4000, 40.0)  # the mean over orders: 3000 tokens and 30 s
+    (sec,) = collect(run_dir)
+    df = sec.table("compute").df
+    assert df.loc["lamol", "trained tokens"] == 3000 and df.loc["lamol", "train s"] == 30.0
+    assert df.loc["lamol", "total s"] == 33.0 and df.loc["lamol", "peak memory (GB)"] == 2.0
+    assert df.loc["lamol", "orders"] == 2
+    assert math.isnan(df.loc["finetune", "train s"])  # written before compute was recorded: blank
+    assert df.loc["finetune", "Avg score"] == pytest.approx(((10 + 15 + 90) / 3 + (50 + 10 + 10) / 3) / 2)
+    report = build_report(run_dir)
+    assert "Compute per method" in (report.out_dir / "report.md").read_text()

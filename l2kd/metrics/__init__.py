@@ -11,9 +11,9 @@ A task names its scorers in l2kd/tasks.py; `score` runs them and merges the figu
 from __future__ import annotations
 
 from . import text, rouge, dialogue, wikisql  # noqa: F401, I001  (registration, in listing order)
-from .core import SCORERS, Metric, ScoreInput, Scored, Scorer, mean100, score
+from .core import SCORER_METRICS, SCORERS, Metric, ScoreInput, Scored, Scorer, mean100, score
 from .rouge import rouge_tokens
 from .text import f1_score, normalize_text
 
-__all__ = ["SCORERS", "Metric", "ScoreInput", "Scored", "Scorer", "mean100", "score", "rouge_tokens",
+__all__ = ["SCORER_METRICS", "SCORERS", "Metric", "ScoreInput", "Scored", "Scorer", "mean100", "score", "rouge_tokens",
            "f1_score", "normalize_text"]

@@ -34,6 +34,13 @@ class ScoreInput:
 
 Scorer = Callable[[ScoreInput], Scored]
 SCORERS: Registry[Scorer] = Registry("metric")
+# scorer name -> the figures it returns (`cli.py ls metrics` lists them with their direction)
+SCORER_METRICS: dict[str, tuple[Metric, ...]] = {}
+
+
+def produces(name: str, *keys: str, higher_is_better: bool = True) -> None:
+    """Declare the aggregate figures scorer `name` returns."""
+    SCORER_METRICS[name] = tuple(Metric(k, higher_is_better) for k in keys)
 
 
 def mean100(values: list[float]) -> float:

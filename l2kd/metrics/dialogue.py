@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from .core import SCORERS, ScoreInput, Scored, mean100
+from .core import SCORERS, ScoreInput, Scored, mean100, produces
 
 _TURN_ID = re.compile(r"^(.+)_(\d+)_(\d+)$")
 
@@ -81,6 +81,9 @@ def dialogue_flags(predictions: list[str], golds: list[str], ids: list[str]) -> 
         flags["turn_request_em"][i] = float(pred.request == gold.request)
         flags["turn_goal_em"][i] = float(pred.inform == gold.inform)
     return flags
+
+
+produces("dsem", "joint_goal_em", "turn_request_em", "turn_goal_em", "avg_dialogue")
 
 
 @SCORERS.register("dsem")

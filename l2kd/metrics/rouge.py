@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import re
 
-from .core import SCORERS, ScoreInput, Scored, mean100
+from .core import SCORERS, ScoreInput, Scored, mean100, produces
 
 
 @functools.lru_cache(maxsize=1)
@@ -35,6 +35,9 @@ def rouge_tokens(text: str) -> list[list[str]]:
         if toks:
             sentences.append(toks)
     return sentences
+
+
+produces("rouge", "rouge1", "rouge2", "rougeL", "avg_rouge")
 
 
 @SCORERS.register("rouge")

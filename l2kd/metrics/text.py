@@ -8,7 +8,7 @@ import re
 import string
 from typing import Callable
 
-from .core import SCORERS, ScoreInput, Scored, mean100
+from .core import SCORERS, ScoreInput, Scored, mean100, produces
 
 
 def normalize_text(s: str) -> str:
@@ -31,6 +31,9 @@ def f1_score(prediction: str, gold: str) -> float:
 
 def _best(fn: Callable[[str, str], float], pred: str, refs: list[str]) -> float:
     return max(fn(pred, r) for r in refs) if refs else 0.0
+
+
+produces("em", "em", "nem", "nf1")
 
 
 @SCORERS.register("em")

@@ -24,7 +24,7 @@ import re
 from typing import Any, Callable
 
 from ..data.sql_query import AGG_OPS, COND_OPS
-from .core import SCORERS, ScoreInput, Scored, mean100
+from .core import SCORERS, ScoreInput, Scored, mean100, produces
 
 _AGG_INDEX = {a.lower(): i for i, a in enumerate(AGG_OPS)}
 _DECANLP_OPS = [op.lower() for op in COND_OPS]  # decaNLP: = > < op
@@ -190,6 +190,9 @@ def lf_match(parse: Callable[[str, list[str]], LogicalForm], prediction: str, go
         return float(parse(prediction, gold["header"]) == gold_form(gold["sql"], squash_spaces))
     except Exception:  # noqa: BLE001 - as the reference: a prediction that cannot be parsed is wrong
         return 0.0
+
+
+produces("lfem", "lfem", "lfem_lamol")
 
 
 @SCORERS.register("lfem")

@@ -19,9 +19,11 @@ from typing import Iterable
 import pandas as pd
 
 from ..errors import ArtifactError
+from ..results import RESULTS_FILE
 from . import agreement as A
 from . import claims as C
 from . import tables as T
+from .compute import compute_table
 from .load import (Trial, assign_labels, canonical_tasks, check_together, grid_tasks, group_trials,
                    load_trials, split_experiments)
 from .tables import Table
@@ -107,6 +109,16 @@ def build_section(title: str, trials: list[Trial], preferred: list[str]) -> Sect
                                 task_figs.set_index("method")))
         sec.tables.append(Table("forgetting", "Forgetting of each task (mean over the orders where it "
                                 "was not last)", T.forgetting_by_task(task_figs, tasks)))
+    spent = compute_table(trials)
+    if not spent.empty:
+        sec.tables.append(Table("compute", "Compute per method beside its score (mean over orders)", spent,
+                                main=True, digits=2,  # hours of small runs need two decimals
+                                note="Device-seconds per phase: train (Word-KD's teacher forward "
+                                     "included), pseudo (LAMOL's pseudo samples), eval, teacher (Seq-KD "
+                                     "decoding inside the trial); training a teacher is its Single row. "
+                                     "Peak memory: the GPU's peak allocation, or the process's peak "
+                                     "resident size on a CPU. Blank: a result written before compute "
+                                     "was recorded."))
     _claims_tables(sec, trials)
     rows = A.agreement_rows(trials, sec.notes)
     if not rows.empty:
@@ -160,11 +172,12 @@ def _inventory(trials: list[Trial]) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index("trial")
 
 
-def collect(run_dir: str | Path, group_by: Iterable[str] = (), skip: Iterable[Path] = ()) -> list[Section]:
+def collect(run_dir: str | Path, group_by: Iterable[str] = (), skip: Iterable[Path] = (),
+            results_name: str = RESULTS_FILE) -> list[Section]:
     """Load, check and tabulate, without writing anything; results below the folders `skip` are
-    left out."""
+    left out; `results_name`: which result files (results.rescored.json for a rescored run)."""
     run_dir = Path(run_dir)
-    trials = load_trials(run_dir, skip=skip)
+    trials = load_trials(run_dir, skip=skip, name=results_name)
     several = len(split_experiments(trials)) > 1
     sections = []
     for experiment, exp_trials in split_experiments(trials).items():
@@ -179,14 +192,17 @@ def collect(run_dir: str | Path, group_by: Iterable[str] = (), skip: Iterable[Pa
 
 
 def build_report(run_dir: str | Path, out_dir: str | Path | None = None,
-                 group_by: Iterable[str] = (), skip: Iterable[Path] = ()) -> Report:
+                 group_by: Iterable[str] = (), skip: Iterable[Path] = (),
+                 results_name: str = RESULTS_FILE) -> Report:
     """Read every result under `run_dir` (but below the folders `skip`) and write the report folder
-    (default RUN_DIR/report)."""
+    (default RUN_DIR/report, or RUN_DIR/report-rescored for rescored results)."""
     run_dir = Path(run_dir)
-    out = Path(out_dir) if out_dir else run_dir / REPORT_DIR
+    default = REPORT_DIR if results_name == RESULTS_FILE else f"{REPORT_DIR}-rescored"
+    out = Path(out_dir) if out_dir else run_dir / default
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / REPORT_FILE).is_file())):
         raise ArtifactError(f"{out}: exists and is not a report folder; name another --out")
-    report = Report(run_dir, out, collect(run_dir, group_by, skip=[out, *skip]), tuple(group_by))
+    report = Report(run_dir, out, collect(run_dir, group_by, skip=[out, *skip], results_name=results_name),
+                    tuple(group_by))
     from .write import write_report  # matplotlib is loaded only once there is something to draw
 
     write_report(report)

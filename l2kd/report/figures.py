@@ -23,17 +23,18 @@ import warnings
 
 import numpy as np
 
+# For people: stages and tasks counted from 1, as every table, log and message (the code is 0-based)
 DEFINITIONS = {
-    "final_avg": "final average: mean over tasks of the score after the last stage, mean_j R[T-1][j]",
+    "final_avg": "final average: mean over tasks of the score after the last stage, mean_j R[T][j]",
     "avg_incremental": "average incremental score: after every stage i, the mean over the tasks "
                        "seen so far (j <= i), averaged over stages",
-    "bwt": "BWT (backward transfer, GEM): 1/(T-1) sum over j < T-1 of (R[T-1][j] - R[j][j]); "
+    "bwt": "BWT (backward transfer, GEM): 1/(T-1) sum over j < T of (R[T][j] - R[j][j]); "
            "negative = forgetting; the last task has no term",
-    "fwt": "FWT (forward transfer, GEM): 1/(T-1) sum over j >= 1 of (R[j-1][j] - b_j), b_j the "
+    "fwt": "FWT (forward transfer, GEM): 1/(T-1) sum over j >= 2 of (R[j-1][j] - b_j), b_j the "
            "untrained model's score; the first task has no term; blank without b",
-    "forgetting": "forgetting (Chaudhry et al. 2018): f_j = max over stages l < T-1 of R[l][j] "
-                  "minus R[T-1][j], for j < T-1, averaged; the last task has none",
-    "gap_to_single": "gap to single: R[T-1][j] - Single_j (the same task trained alone with QA+LM "
+    "forgetting": "forgetting (Chaudhry et al. 2018): f_j = max over stages l < T of R[l][j] "
+                  "minus R[T][j], for j < T, averaged; the last task has none",
+    "gap_to_single": "gap to single: R[T][j] - Single_j (the same task trained alone with QA+LM "
                      "loss, of the same seed where one exists, else the mean over seeds), averaged "
                      "over tasks with a Single score",
 }

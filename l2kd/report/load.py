@@ -27,7 +27,7 @@ import yaml
 from ..errors import ArtifactError, ConfigError
 from ..io import read_json
 from ..registry import did_you_mean
-from ..results import RESULTS_FILE, TrialResult
+from ..results import RESULTS_FILE, TrialResult, find_result_files
 
 CELL_FILE = "cell.json"
 GRID_FILE = "grid.yaml"
@@ -150,21 +150,19 @@ def load_trial(results_file: Path, run_dir: Path) -> Trial:
                  overridden=frozenset(flatten(overrides)) if isinstance(overrides, dict) else frozenset())
 
 
-def find_results(run_dir: Path, skip: Iterable[Path] = ()) -> list[Path]:
+def find_results(run_dir: Path, skip: Iterable[Path] = (), name: str = RESULTS_FILE) -> list[Path]:
     """Every result file under `run_dir`, except in hidden folders and below the folders `skip`."""
-    files = sorted(p for p in run_dir.glob(f"**/{RESULTS_FILE}")
-                   if not any(part.startswith(".") for part in p.relative_to(run_dir).parts))
-    skipped = {Path(s).resolve() for s in skip}
-    return [p for p in files if not skipped & set(p.resolve().parents)]
+    return find_result_files(run_dir, skip, name)
 
 
-def load_trials(run_dir: str | Path, skip: Iterable[Path] = ()) -> list[Trial]:
+def load_trials(run_dir: str | Path, skip: Iterable[Path] = (), name: str = RESULTS_FILE) -> list[Trial]:
+    """Every trial's result under `run_dir`; `name`: which result file (the rescored ones too)."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise ArtifactError(f"{run_dir}: no such folder")
-    files = find_results(run_dir, skip)
+    files = find_results(run_dir, skip, name)
     if not files:
-        raise ArtifactError(f"{run_dir}: no {RESULTS_FILE} under this folder (is it a run folder?)")
+        raise ArtifactError(f"{run_dir}: no {name} under this folder (is it a run folder?)")
     return [load_trial(f, run_dir) for f in files]
 
 

@@ -13,7 +13,8 @@ from typing import Any
 
 import pandas as pd
 
-COUNT_COLUMNS = ("orders", "seeds", "tasks", "stages", "stages done", "seed", "position", "n (A)", "n (B)")
+COUNT_COLUMNS = ("orders", "seeds", "tasks", "stages", "stages done", "seed", "position", "n (A)", "n (B)",
+                 "trained tokens", "generated tokens")
 
 
 def cell(value: Any, column: str, digits: int = 1) -> str:

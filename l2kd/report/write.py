@@ -25,7 +25,8 @@ Generated {when} from {n} trial result(s){grouped}.
 ## Definitions
 
 R[i][j] is task j's primary score (the `primary` metric of its results.json) after training stage i,
-0-based, j counted in the trial's own order; T tasks; b_j the untrained model's score.
+both counted from 1 as in every table and log (stage i's files are in `stage-NN` folders numbered
+from 0: `stage-00` holds stage 1), j in the trial's own order; T tasks; b_j the untrained model's score.
 Tables are by task name, in the grid's task order, not by position in each order.
 
 - Final score: a task's entry in the last row of R. Several seeds of one method and order are first
@@ -100,6 +101,11 @@ def _section_md(sec, root: Path, folder: Path, files: list[Path]) -> list[str]:
     return lines
 
 
+def tensorboard_dirs(report) -> list[Path]:
+    """The trials' TensorBoard folders (l2kd.tracking writes them), for the report to point at."""
+    return [t.path / "tensorboard" for t in report.trials if (t.path / "tensorboard").is_dir()]
+
+
 def write_report(report) -> None:
     files: list[Path] = []
 
@@ -109,6 +115,10 @@ def write_report(report) -> None:
         lines = [HEADER.format(run_dir=report.run_dir, when=time.strftime("%Y-%m-%d %H:%M"),
                                n=len(report.trials), grouped=grouped, definitions=definitions,
                                thresholds=_thresholds(), alpha=ALPHA)]
+        boards = tensorboard_dirs(report)
+        if boards:
+            lines.append(f"TensorBoard: {len(boards)} trial(s) wrote event files (each trial's `tensorboard/` "
+                         f"folder): `tensorboard --logdir {report.run_dir}`\n")
         for sec in report.sections:
             folder = tmp / sec.folder if sec.folder else tmp
             folder.mkdir(parents=True, exist_ok=True)
