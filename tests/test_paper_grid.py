@@ -49,5 +49,5 @@ def test_every_cell_is_a_valid_trial_with_the_papers_settings(tmp_path):
 
 def test_woz_tiny_trial_reads_the_converted_folder():
     cfg = load_trial_config(REPO / "grids" / "trials" / "woz-tiny.yaml")
-    assert cfg.tasks == ["woz.en"] and Path(cfg.data.dir) == Path("runs/data/woz")
+    assert cfg.tasks == ["woz.en"] and Path(cfg.data.dir) == Path("runs/data/paper")
     assert cfg.data.max_test_examples is None  # whole dialogues: dsEM needs every turn
