@@ -651,25 +651,39 @@ def main(argv: list[str] | None = None) -> int:
         handler.setLevel(logging.INFO if args.verbose else logging.WARNING)
     for noisy in ("DeepSpeed", "deepspeed", "torch.distributed", "transformers"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
-    # SIGTERM (a scheduler, `timeout`, a cluster taking the node back) unwinds like Ctrl-C, so what
-    # the command started is stopped on the way out: teachers training in background processes too
+    # SIGTERM (a scheduler, `timeout`, a cluster taking the node back) and SIGHUP (a lost SSH
+    # session) unwind like Ctrl-C, so what the command started is stopped on the way out: teachers
+    # training in background processes too
     signal.signal(signal.SIGTERM, _terminated)
+    signal.signal(signal.SIGHUP, _terminated)
     try:
         return args.fn(args)
     except UserError as e:
         console.print(f"error: {e}", markup=False, highlight=False, soft_wrap=True)
         return 2
     except KeyboardInterrupt as e:
-        console.print("interrupted: run the same command again to continue after the last finished stage")
-        return 143 if isinstance(e, Terminated) else 130
+        # a library may catch the signal's exception and raise a plain KeyboardInterrupt (ray.wait does)
+        signum = getattr(e, "signum", _signalled[-1] if _signalled else signal.SIGINT)
+        how = "" if signum == signal.SIGINT else f" ({signal.Signals(signum).name})"
+        console.print(f"interrupted{how}: run the same command again to continue after the last finished "
+                      "stage", markup=False, soft_wrap=True)
+        return 128 + signum  # 130 Ctrl-C, 143 SIGTERM, 129 SIGHUP
 
 
 class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised where the program is, like Ctrl-C's KeyboardInterrupt."""
+    """SIGTERM or SIGHUP, raised where the program is, like Ctrl-C's KeyboardInterrupt."""
+
+    def __init__(self, signum: int = signal.SIGTERM):
+        super().__init__()
+        self.signum = signum
+
+
+_signalled: list[int] = []
 
 
 def _terminated(signum, frame) -> None:
-    raise Terminated()
+    _signalled.append(signum)
+    raise Terminated(signum)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,8 @@ import contextlib
 import logging
 import os
 import shutil
+import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,7 +57,16 @@ class FaultInjection:
 
 
 class GridInterrupted(KeyboardInterrupt):
-    """The run was stopped (Ctrl-C reached Tune, which stopped its trials) before every cell ended."""
+    """The run was stopped (Ctrl-C, SIGTERM or SIGHUP reached Tune, which stopped its trials) before
+    every cell ended. `signum` is the signal that stopped it (the exit code is 128 + signum)."""
+
+    def __init__(self, message: str = "", signum: int = signal.SIGINT):
+        super().__init__(message)
+        self.signum = signum
+
+
+# a scheduler's time limit (SIGTERM) and a lost SSH session (SIGHUP) stop the driver as Ctrl-C does
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 
 
 @dataclass
@@ -79,10 +90,18 @@ def connect(address: str | None, *, dashboard: bool, num_cpus: int | None = None
         ctx = ray.get_runtime_context()
         return {"address": ctx.gcs_address, "dashboard": None, "local": False}
     kwargs: dict[str, Any] = {"log_to_driver": False, "configure_logging": False}
+    # ray.init replaces the caller's SIGTERM handler twice: with a Python one (sys.exit) and, in its
+    # core worker, a native one that aborts the process (exit 134, raw stack addresses); both are
+    # handed back, so the driver stops its trials and teachers on the way out
+    main = threading.current_thread() is threading.main_thread()
+    keep = {s: signal.getsignal(s) for s in STOP_SIGNALS} if main else {}
     if address:
         info = ray.init(address=address, **kwargs)
     else:
         info = ray.init(include_dashboard=dashboard, num_cpus=num_cpus, **kwargs)
+    for signum, handler in keep.items():
+        if handler is not None:
+            signal.signal(signum, handler)
     url = getattr(info, "dashboard_url", None)
     return {"address": info.address_info.get("gcs_address") or address,
             "dashboard": f"http://{url}" if url and not url.startswith("http") else url,
@@ -191,11 +210,22 @@ def _stage_metrics(result, tasks) -> dict[str, Any]:
 
 
 _emit: EventFn = lambda *a, **k: None  # the driver's event sink; the callback below reads it
+_tune_stop: Callable | None = None  # Tune's handler of Ctrl-C in the running experiment (its quiet stop)
+_stop_handler: Callable | None = None  # the driver's handler of stop signals while Tune runs
 
 
 class GridMonitor(tune.Callback):
     """Trial lifecycle and reports -> the driver's events. Stateless on purpose: Tune pickles it with
     the experiment, and a restored experiment must report to the new driver's sink."""
+
+    def setup(self, **info):
+        # called once Tune has installed its stop handler (on SIGINT and SIGUSR1, one function);
+        # Ctrl-C then goes through the driver's handler too, which quiets Tune's own lines about it
+        global _tune_stop
+        if threading.current_thread() is threading.main_thread() and _stop_handler is not None:
+            handler = signal.getsignal(signal.SIGUSR1)
+            _tune_stop = handler if callable(handler) else None
+            signal.signal(signal.SIGINT, _stop_handler)
 
     def on_trial_start(self, iteration, trials, trial, **info):
         _emit("cell", id=trial.config["cell"], state="running")
@@ -216,9 +246,10 @@ class GridMonitor(tune.Callback):
 
 
 def run_cells(plan: Plan, cells: list[Cell], teacher_refs: dict[str, Any], emit: EventFn,
-              fault: FaultInjection | None = None) -> dict[str, str]:
+              fault: FaultInjection | None = None, stopped_by: list[int] | None = None) -> dict[str, str]:
     """One Tune trial per cell; returns the errors by cell id. Restores the Tune experiment of an
-    earlier run of the same grid, so its finished trials are not run again."""
+    earlier run of the same grid, so its finished trials are not run again. A SIGTERM or SIGHUP that
+    stops the run is appended to `stopped_by`."""
     global _emit
     spec = plan.spec
     tune_root = plan.run_dir / TUNE
@@ -251,12 +282,45 @@ def run_cells(plan: Plan, cells: list[Cell], teacher_refs: dict[str, Any], emit:
                 failure_config=tune.FailureConfig(max_failures=spec.ray.max_failures),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1)))
     write_json(tune_root / CURRENT, {"experiment": name, "cells": ids})
-    results = tuner.fit()
+    with _stop_signals_stop_tune(stopped_by):
+        results = tuner.fit()
     errors = {}
     for r in results:
         if r.error is not None:
             errors[r.config["cell"]] = _first_line(r.error)
     return errors
+
+
+@contextlib.contextmanager
+def _stop_signals_stop_tune(received: list[int] | None):
+    """SIGTERM and SIGHUP while Tune runs get Ctrl-C's quiet stop: Tune stops the trials, saves its
+    state and returns (raising in its loop instead would leave trials running and the state unsaved).
+    Before Tune's loop has started they unwind at once, as elsewhere in the driver."""
+    global _tune_stop, _stop_handler
+    received = [] if received is None else received
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        if signum != signal.SIGINT:
+            received.append(signum)
+        if _tune_stop is None:
+            raise GridInterrupted(f"stopped by signal {signum} before the trials started", signum)
+        logging.getLogger("ray.tune.tune").setLevel(logging.ERROR)  # the driver says it in one line
+        _tune_stop(signum, frame)  # it hands SIGINT back to the handler before it: a 2nd Ctrl-C is abrupt
+
+    # SIGINT too: Tune leaves its handler installed after the run, where a Ctrl-C would then be lost
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, *STOP_SIGNALS)}
+    for s in STOP_SIGNALS:
+        signal.signal(s, handler)
+    _stop_handler = handler
+    try:
+        yield
+    finally:
+        _tune_stop = _stop_handler = None
+        for signum, old in before.items():
+            signal.signal(signum, old if old is not None else signal.SIG_DFL)
 
 
 def _first_line(e: BaseException) -> str:
@@ -285,13 +349,15 @@ def run_grid(plan: Plan, *, on_event: EventFn | None = None, fresh: bool = False
         refs = train_teachers(plan, pending, emit, outcome)
         if pending:
             emit("cells_start", cells=[c.id for c in pending])
-            outcome.errors = run_cells(plan, pending, refs, emit, fault)
+            stopped_by: list[int] = []
+            outcome.errors = run_cells(plan, pending, refs, emit, fault, stopped_by)
             # Tune answers Ctrl-C by stopping its trials, saving its state and returning as if done;
             # a cell neither finished nor failed is the mark of that: the caller is told it was
             # interrupted (cli.py then says how to continue) rather than handed a partial grid
             stopped = [c.id for c in pending if plan.status(c).state != "done" and c.id not in outcome.errors]
             if stopped:
-                raise GridInterrupted(f"{len(stopped)} cell(s) stopped before finishing: {', '.join(stopped[:3])}")
+                raise GridInterrupted(f"{len(stopped)} cell(s) stopped before finishing: {', '.join(stopped[:3])}",
+                                      stopped_by[0] if stopped_by else signal.SIGINT)
     outcome.cells = {c.id: plan.status(c).state for c in plan.cells}
     outcome.wall_s = time.perf_counter() - t0
     return outcome
