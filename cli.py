@@ -139,8 +139,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     with TrialProgress(args.quiet) as progress, contextlib.ExitStack() as stack:
         teachers, start_teachers = {}, None
         if make_method(cfg.method).teachers_needed(cfg):
-            teachers = stack.enter_context(TrialTeachers(TeacherStore(Path(args.teachers)), cfg,
-                                                         args.teacher_workers, progress))
+            store = TeacherStore(Path(args.teachers), on_damaged=args.damaged_teachers)
+            teachers = stack.enter_context(TrialTeachers(store, cfg, args.teacher_workers, progress))
             start_teachers = teachers.start  # once the trial has checked its inputs
         try:
             result = run_trial(cfg, workdir, teachers=teachers, on_event=progress, resume=not args.fresh,
@@ -177,10 +177,11 @@ def render_plan(plan, work) -> list:
     teachers = Table(title=f"teachers: {len(plan.teachers)} (trained once, shared)")
     for col in ("teacher", "used by", "single row", "seq-kd data", "status", "trained tokens"):
         teachers.add_column(col, no_wrap=col == "teacher")
+    damaged = plan.damaged_teachers()
     for name, job in sorted(plan.teachers.items()):
+        state = "DAMAGED" if name in damaged else "ready" if plan.teacher_ready(job) else "to train"
         teachers.add_row(name, f"{len(job.users)} cells", "yes" if job.reference else "",
-                         ", ".join(sorted(job.seq_kd_modes)), "ready" if plan.teacher_ready(job) else "to train",
-                         _fmt_tokens(work["teachers"][name]))
+                         ", ".join(sorted(job.seq_kd_modes)), state, _fmt_tokens(work["teachers"][name]))
     to_train = sum(not plan.teacher_ready(j) for j in plan.teachers.values())
     partial = counts.get("partial", 0)
     lines = [cells, teachers,
@@ -193,6 +194,9 @@ def render_plan(plan, work) -> list:
              f"{_fmt_tokens(sum(v for v in work['teachers'].values() if v))}), "
              f"{_fmt_tokens(work['ahead'])} of them still to train"
              + (f"; {work['unknown']} item(s) unknown: inputs missing" if work["unknown"] else "")]
+    for name, why in damaged.items():
+        lines.append(f"  damaged teacher {name}: {why}; a run refuses it (--damaged-teachers retrain "
+                     "trains it again)")
     for what, err in sorted(plan.missing_data.items()):
         lines.append(f"  cannot read {'the model inputs' if what == 'model' else f'the data of {what}'}: {err}")
     return lines
@@ -252,6 +256,8 @@ class GridProgress:
             self.say(f"teacher {e['teacher']}: {'trained' if e['trained'] else 'ready'} in {e['seconds']:.0f} s")
         elif name == "restore":
             self.say(f"restoring the Tune experiment {e['experiment']}")
+        elif name == "teacher_damaged":
+            self.say(f"teacher {e['teacher']}: {e['why']}; training it again")
         elif name == "cell":
             row = self.rows.setdefault(e["id"], {})
             row["state"] = e["state"]
@@ -277,17 +283,19 @@ def cmd_grid(args: argparse.Namespace) -> int:
     plan = build_plan(spec, strict_data=not args.dry_run)
     if args.dry_run:
         for item in render_plan(plan, work(plan)):
-            out.print(item)
+            out.print(item, soft_wrap=isinstance(item, str))  # lines naming files: paths unbroken
         return 0
     if args.resume and not (plan.run_dir / "cells").is_dir():
         raise UserError(f"--resume: nothing to resume in {plan.run_dir}")
     if not args.fresh:  # before the live table: a refusal is then the only line
         plan.check_unchanged()
+    plan.check_teachers(args.damaged_teachers)
     from l2kd import grid
 
     try:
         with GridProgress(plan, args.quiet) as progress:
-            outcome = grid.run_grid(plan, on_event=progress, fresh=args.fresh)
+            outcome = grid.run_grid(plan, on_event=progress, fresh=args.fresh,
+                                    damaged_teachers=args.damaged_teachers)
     finally:
         grid.shutdown()
     bad = {k: v for k, v in outcome.cells.items() if v != "done"}
@@ -545,6 +553,13 @@ def _positive(text: str) -> float:
     return x
 
 
+def _damaged_teachers_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--damaged-teachers", choices=["refuse", "retrain"], default="refuse",
+                   help="a stored teacher whose files no longer match the content hashes in its "
+                   "manifest (truncated, altered, half-copied): refuse it, naming the file, before "
+                   "anything starts (default), or train it again")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cli.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="log library messages to the console")
@@ -567,6 +582,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "process leaves the device idle (see `bench --packing`), not on a CPU that one "
                    "process already fills (default: 0, all teachers first, in this process)")
     p.add_argument("--quiet", action="store_true", help="no progress display")
+    _damaged_teachers_option(p)
     p.set_defaults(fn=cmd_train)
 
     p = sub.add_parser("grid", help="run a whole grid (orders x methods x seeds) on Ray Tune",
@@ -588,6 +604,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-report", action="store_true",
                    help="skip the report at the end (python cli.py report RUN_DIR makes it later)")
     p.add_argument("--quiet", action="store_true", help="no live table")
+    _damaged_teachers_option(p)
     p.set_defaults(fn=cmd_grid)
 
     p = sub.add_parser("bench", help="measure a trial's speed here against the reference's way",

@@ -109,15 +109,16 @@ def connect(address: str | None, *, dashboard: bool, num_cpus: int | None = None
 
 
 # --------------------------------------------------------------------------- stage one: teachers
-def _train_teacher(config: dict, task: str, root: str, modes: list[str]) -> dict[str, Any]:
+def _train_teacher(config: dict, task: str, root: str, modes: list[str], on_damaged: str = "refuse") -> dict[str, Any]:
     """A Ray task: the teacher of `task` for a trial config, trained once (or found) on disk."""
-    store = TeacherStore(Path(root))
+    store = TeacherStore(Path(root), on_damaged=on_damaged)
     t0 = time.perf_counter()
     path = store.ensure(trial_config(config, f"teacher of {task}"), task, seq_kd_modes=tuple(modes))
     return {"path": str(path), "trained": store.trained, "s": time.perf_counter() - t0}
 
 
-def train_teachers(plan: Plan, cells: list[Cell], emit: EventFn, outcome: GridOutcome) -> dict[str, Any]:
+def train_teachers(plan: Plan, cells: list[Cell], emit: EventFn, outcome: GridOutcome,
+                   on_damaged: str = "refuse") -> dict[str, Any]:
     """Every teacher `cells` need (and the Single references), trained once; then into the object
     store. Returns teacher folder name -> ObjectRef of its PackedCheckpoint."""
     wanted = {folder for c in cells for _, folder in c.teachers}
@@ -135,7 +136,7 @@ def train_teachers(plan: Plan, cells: list[Cell], emit: EventFn, outcome: GridOu
             outcome.teachers_reused += 1
             continue
         emit("teacher_start", teacher=job.folder, users=len(job.users))
-        todo[remote.remote(job.config, job.task, root, sorted(job.seq_kd_modes))] = job
+        todo[remote.remote(job.config, job.task, root, sorted(job.seq_kd_modes), on_damaged)] = job
     try:
         while todo:
             done, _ = ray.wait(list(todo), num_returns=1)
@@ -330,8 +331,11 @@ def _first_line(e: BaseException) -> str:
 
 # --------------------------------------------------------------------------- the whole grid
 def run_grid(plan: Plan, *, on_event: EventFn | None = None, fresh: bool = False,
-             num_cpus: int | None = None, fault: FaultInjection | None = None) -> GridOutcome:
-    """Run every cell of `plan` that is not finished on disk; return what each cell ended as."""
+             num_cpus: int | None = None, fault: FaultInjection | None = None,
+             damaged_teachers: str = "refuse") -> GridOutcome:
+    """Run every cell of `plan` that is not finished on disk; return what each cell ended as. A
+    teacher whose files fail their content hashes is refused before anything starts, or trained
+    again (damaged_teachers="retrain")."""
     emit = on_event or (lambda *a, **k: None)
     t0 = time.perf_counter()
     outcome = GridOutcome(plan.run_dir)
@@ -339,6 +343,8 @@ def run_grid(plan: Plan, *, on_event: EventFn | None = None, fresh: bool = False
         for sub in (CELLS, TUNE):  # teachers are keyed by content and stay valid
             shutil.rmtree(plan.run_dir / sub, ignore_errors=True)
     plan.check_unchanged()
+    for name, why in plan.check_teachers(damaged_teachers).items():
+        emit("teacher_damaged", teacher=name, why=why)
     pending = plan.pending()
     write_text(plan.run_dir / "grid.yaml", yaml.safe_dump(plan.spec.model_dump(mode="json"), sort_keys=False))
     spec = plan.spec
@@ -346,7 +352,7 @@ def run_grid(plan: Plan, *, on_event: EventFn | None = None, fresh: bool = False
     if pending or any(j.reference and not plan.teacher_ready(j) for j in plan.teachers.values()):
         address = spec.ray.address or os.environ.get("RAY_ADDRESS")
         emit("ray", **connect(address, dashboard=spec.ray.dashboard, num_cpus=num_cpus))
-        refs = train_teachers(plan, pending, emit, outcome)
+        refs = train_teachers(plan, pending, emit, outcome, damaged_teachers)
         if pending:
             emit("cells_start", cells=[c.id for c in pending])
             stopped_by: list[int] = []

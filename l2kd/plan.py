@@ -31,7 +31,7 @@ from .io import read_json
 from .methods import make_method
 from .results import RESULTS_FILE
 from .tasks import short_name
-from .teachers import MANIFEST, TeacherStore
+from .teachers import MANIFEST, TeacherStore, damaged_error, teacher_damage
 from .trial import config_hash, settings_diff
 
 CELLS, TEACHERS, TUNE = "cells", "teachers", "tune"
@@ -124,7 +124,29 @@ class Plan:
             if root.is_dir() else []
 
     def teacher_ready(self, job: TeacherJob) -> bool:
-        return (self.teacher_dir(job.folder) / MANIFEST).is_file()
+        """Finished and whole: a damaged teacher is never counted ready (it is refused or retrained)."""
+        folder = self.teacher_dir(job.folder)
+        return (folder / MANIFEST).is_file() and teacher_damage(folder) is None
+
+    def damaged_teachers(self) -> dict[str, str]:
+        """Teacher folder -> the line naming its damaged file, for the finished teachers that fail
+        their content hashes."""
+        out = {}
+        for name in sorted(self.teachers):
+            folder = self.teacher_dir(name)
+            if (folder / MANIFEST).is_file():
+                why = teacher_damage(folder)
+                if why is not None:
+                    out[name] = why
+        return out
+
+    def check_teachers(self, on_damaged: str) -> dict[str, str]:
+        """Refuse a damaged teacher before anything starts (on_damaged="refuse"); otherwise return
+        the damaged ones, which the run trains again."""
+        damaged = self.damaged_teachers()
+        if damaged and on_damaged == "refuse":
+            raise damaged_error(next(iter(damaged.values())))
+        return damaged
 
     def pending(self) -> list[Cell]:
         return [c for c in self.cells if self.status(c).state != "done"]
