@@ -287,7 +287,8 @@ def cmd_grid(args: argparse.Namespace) -> int:
         return 0
     if args.resume and not (plan.run_dir / "cells").is_dir():
         raise UserError(f"--resume: nothing to resume in {plan.run_dir}")
-    if not args.fresh:  # before the live table: a refusal is then the only line
+    plan.check_storage()  # before the live table: a refusal is then the only line
+    if not args.fresh:
         plan.check_unchanged()
     plan.check_teachers(args.damaged_teachers)
     from l2kd import grid

@@ -339,6 +339,7 @@ def run_grid(plan: Plan, *, on_event: EventFn | None = None, fresh: bool = False
     emit = on_event or (lambda *a, **k: None)
     t0 = time.perf_counter()
     outcome = GridOutcome(plan.run_dir)
+    plan.check_storage()
     if fresh:
         for sub in (CELLS, TUNE):  # teachers are keyed by content and stay valid
             shutil.rmtree(plan.run_dir / sub, ignore_errors=True)

@@ -27,7 +27,7 @@ from .data import load_split
 from .decode import pseudo_counts
 from .errors import ArtifactError, DataError, UserError
 from .gridspec import Experiment, GridSpec, MethodEntry, is_order_free
-from .io import read_json
+from .io import read_json, writable_problem
 from .methods import make_method
 from .results import RESULTS_FILE
 from .tasks import short_name
@@ -99,11 +99,24 @@ class Plan:
         f = self.cell_dir(cell) / RESULTS_FILE
         if not f.is_file():
             return CellStatus("new", 0, n)
-        saved = read_json(f)
+        try:
+            saved = read_json(f)
+        except (OSError, ValueError):  # damaged (written atomically, so not by this tool): the trial
+            return CellStatus("partial", 0, n)  # resumes from its checkpoint and rewrites it
+        if not isinstance(saved, dict):
+            return CellStatus("partial", 0, n)
         if saved.get("config_hash") != config_hash(cell.trial_config()):
             return CellStatus("changed", len(saved.get("R", [])), n)
         done = len(saved.get("R", []))
         return CellStatus("done" if saved.get("complete") else "partial", done, n)
+
+    def check_storage(self) -> None:
+        """Refuse storage the grid cannot write (a read-only mount) before anything starts, rather
+        than at a trial's first write on some node."""
+        why = writable_problem(self.run_dir)
+        if why:
+            raise ArtifactError(f"{why}: the grid's storage must be writable (--storage, or `storage` "
+                                f"in {self.spec.source})")
 
     def check_unchanged(self) -> None:
         """Refuse cells whose folder holds a trial with other settings under the same id."""
