@@ -256,6 +256,8 @@ class GridProgress:
             self.say(f"teacher {e['teacher']}: {'trained' if e['trained'] else 'ready'} in {e['seconds']:.0f} s")
         elif name == "restore":
             self.say(f"restoring the Tune experiment {e['experiment']}")
+        elif name == "fault":
+            self.say(fault_line(e))
         elif name == "teacher_damaged":
             self.say(f"teacher {e['teacher']}: {e['why']}; training it again")
         elif name == "cell":
@@ -271,6 +273,22 @@ class GridProgress:
                     row[k] = e[k]
         if not self.quiet:
             self.live.update(self.table())
+
+
+def _kept(e: dict) -> str:
+    k = e["tasks_kept"]
+    return "nothing kept" if not k else f"task{'s 1-' if k > 1 else ' '}{k} kept"
+
+
+def fault_line(e: dict) -> str:
+    """One line for a failed attempt of a cell: what failed, what was lost, what happens next."""
+    k, n, total = e["attempt"], e["retries"], e.get("tasks") or "?"
+    lost = f"lost: the unfinished task {e['tasks_kept'] + 1} of {total} ({_kept(e)})"
+    if not e["final"]:
+        where = f"at task {e['tasks_kept'] + 1}" if e["tasks_kept"] else "from the start"
+        return f"cell {e['cell']}: {e['cause']}; {lost}; retry {k} of {n}, resuming {where}"
+    return (f"cell {e['cell']}: {e['cause']}; {lost}; no retry left ({n} allowed): run the same command "
+            f"again to continue it (log: {e['log']})")
 
 
 def cmd_grid(args: argparse.Namespace) -> int:
@@ -305,6 +323,12 @@ def cmd_grid(args: argparse.Namespace) -> int:
                   f"{outcome.teachers_reused}; results in {plan.run_dir / 'cells'}")
     for cid, err in outcome.errors.items():
         console.print(f"  {cid}: {err} (log: {plan.run_dir / 'cells' / cid / 'trial.log'})", markup=False)
+    retried = [f for f in outcome.faults if not f["final"]]
+    if retried:  # also in each cell's cell.json, under "faults"
+        console.print(f"retries: {len(retried)}", markup=False)
+        for f in retried:
+            console.print(f"  {f['cell']}: retry {f['attempt']} of {f['retries']} after {f['cause']} "
+                          f"(resumed with {_kept(f)})", markup=False, highlight=False, soft_wrap=True)
     if not args.no_report:  # the grid's last step: the paper's tables from what is on disk
         from l2kd.report import build_report
 

@@ -25,8 +25,11 @@ from typing import Any, Callable
 # The driver's console belongs to cli.py's live table: Tune's own status output off, and its timing
 # warnings only for real stalls (read when ray.tune is imported). num_to_keep=1 forces an experiment
 # snapshot at every task boundary on purpose (restore must not point at a deleted checkpoint).
+# A failed trial is one line of the driver's (cell, cause, retry k of n, the task it resumes at), not
+# Tune's traceback: that stays in the trial's error.txt, which the line names.
 for _var, _value in (("RAY_AIR_NEW_OUTPUT", "0"), ("TUNE_WARN_THRESHOLD_S", "30"),
-                     ("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")):
+                     ("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0"),
+                     ("TUNE_PRINT_ALL_TRIAL_ERRORS", "0")):
     os.environ.setdefault(_var, _value)
 
 import ray  # noqa: E402
@@ -35,7 +38,7 @@ from ray import tune  # noqa: E402
 
 from .trialconfig import trial_config  # noqa: E402
 from .errors import ArtifactError
-from .io import stable_hash, write_json, write_text
+from .io import read_json, stable_hash, write_json, write_text
 from .methods.kd import distil_file
 from .plan import CELLS, TEACHERS, TUNE, Cell, Plan
 from .teachers import TeacherStore, pack_teacher
@@ -43,6 +46,7 @@ from .teachers import TeacherStore, pack_teacher
 log = logging.getLogger(__name__)
 EventFn = Callable[..., None]
 CURRENT = "current.json"  # which Tune experiment holds the cells of the last run
+ATTEMPT_ERROR = "attempt_error.json"  # a failed attempt's error, written by the trial for the driver
 PROGRESS_EVERY_S = 20.0  # how often a trial tells the driver its epoch/step between task boundaries
 
 
@@ -74,6 +78,7 @@ class GridOutcome:
     run_dir: Path
     cells: dict[str, str] = field(default_factory=dict)  # cell id -> new | partial | done | changed
     errors: dict[str, str] = field(default_factory=dict)
+    faults: list[dict[str, Any]] = field(default_factory=list)  # every failed attempt, in order
     teachers_trained: int = 0
     teachers_reused: int = 0
     wall_s: float = 0.0
@@ -176,7 +181,7 @@ def _cell_trainable(config: dict, *, cells: dict[str, dict], teacher_refs: dict[
     cfg = trial_config(cell["config"], f"cell {config['cell']}")
     workdir = Path(run_dir) / CELLS / config["cell"]
     workdir.mkdir(parents=True, exist_ok=True)
-    write_json(workdir / "cell.json", cell["meta"])
+    write_json(workdir / "cell.json", cell["meta"] | {"faults": _recorded_faults(workdir)})
     # a cell finished on disk needs no teachers (only the pending cells' ones were shipped)
     teachers = {task: ray.get(teacher_refs[folder]) for task, folder in cell["teachers"] if folder in teacher_refs}
     seen = {"progress_t": 0.0, "stages_run": 0}
@@ -196,9 +201,13 @@ def _cell_trainable(config: dict, *, cells: dict[str, dict], teacher_refs: dict[
                          "epoch": e["epoch"], "step": e["step"], "steps": e["steps"], "loss": e["loss"]})
 
     ckpt = tune.get_checkpoint()
-    with (ckpt.as_directory() if ckpt else contextlib.nullcontext(None)) as tune_dir:
-        resume_from = _newest_checkpoint(tune_dir, workdir)
-        result = run_trial(cfg, workdir, teachers=teachers, on_event=on_event, resume_from=resume_from)
+    try:
+        with (ckpt.as_directory() if ckpt else contextlib.nullcontext(None)) as tune_dir:
+            resume_from = _newest_checkpoint(tune_dir, workdir)
+            result = run_trial(cfg, workdir, teachers=teachers, on_event=on_event, resume_from=resume_from)
+    except Exception as e:  # the driver's line names it (Tune's callbacks are not given the error)
+        write_json(workdir / ATTEMPT_ERROR, {"cause": _first_line(e)})
+        raise
     if not seen["stages_run"]:  # finished on disk before this attempt: tell Tune its scores once
         tune.report(_stage_metrics(result, result.stages[-1]))
 
@@ -210,7 +219,56 @@ def _stage_metrics(result, tasks) -> dict[str, Any]:
             **{f"score/{t}": v for t, v in zip(result.tasks, row)}}
 
 
+def _read_cell_json(workdir: Path) -> dict | None:
+    try:
+        meta = read_json(workdir / "cell.json")
+    except (OSError, ValueError):
+        return None
+    return meta if isinstance(meta, dict) else None
+
+
+def _recorded_faults(workdir: Path) -> list[dict[str, Any]]:
+    """The failed attempts the driver recorded in the cell's cell.json (kept when a retry rewrites it)."""
+    faults = (_read_cell_json(workdir) or {}).get("faults", [])
+    return faults if isinstance(faults, list) else []
+
+
+def _attempt_cause(workdir: Path) -> str:
+    """Why the attempt that just failed did: the error its trial wrote down (taken), or, when it
+    could write nothing, the death of its Ray worker or node (SIGKILL, out of memory, a lost node)."""
+    try:
+        cause = str(read_json(workdir / ATTEMPT_ERROR)["cause"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return "its Ray worker or node died (nothing was raised in the trial)"
+    (workdir / ATTEMPT_ERROR).unlink(missing_ok=True)
+    return cause
+
+
+def _record_fault(trial, final: bool) -> None:
+    """The driver's account of a failed attempt: an event (one line on the console), the run's
+    list of faults, and the cell's cell.json."""
+    from .checkpoint import latest_checkpoint
+
+    ctx = _fault_context
+    cid = trial.config["cell"]
+    workdir = Path(ctx["run_dir"]) / CELLS / cid
+    try:
+        ckpt = latest_checkpoint(workdir)
+        kept = ckpt.stages_done if ckpt else 0
+    except ArtifactError:
+        kept = 0
+    fault = {"cell": cid, "attempt": trial.num_failures, "retries": ctx["max_failures"],
+             "cause": _attempt_cause(workdir), "tasks_kept": kept, "tasks": ctx["stages"].get(cid),
+             "final": final, "log": str(workdir / "trial.log"), "at": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    if workdir.is_dir():
+        meta = _read_cell_json(workdir)
+        if meta is not None:
+            write_json(workdir / "cell.json", meta | {"faults": _recorded_faults(workdir) + [fault]})
+    _emit("fault", **fault)
+
+
 _emit: EventFn = lambda *a, **k: None  # the driver's event sink; the callback below reads it
+_fault_context: dict[str, Any] = {"run_dir": ".", "max_failures": 0, "stages": {}}  # set by run_cells
 _tune_stop: Callable | None = None  # Tune's handler of Ctrl-C in the running experiment (its quiet stop)
 _stop_handler: Callable | None = None  # the driver's handler of stop signals while Tune runs
 
@@ -240,9 +298,11 @@ class GridMonitor(tune.Callback):
         _emit("cell", id=trial.config["cell"], state="done")
 
     def on_trial_error(self, iteration, trials, trial, **info):
+        _record_fault(trial, final=True)
         _emit("cell", id=trial.config["cell"], state="error")
 
     def on_trial_recover(self, iteration, trials, trial, **info):
+        _record_fault(trial, final=False)
         _emit("cell", id=trial.config["cell"], state="retrying")
 
 
@@ -268,6 +328,8 @@ def run_cells(plan: Plan, cells: list[Cell], teacher_refs: dict[str, Any], emit:
                              run_dir=str(plan.run_dir), fault=fault),
         {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
     _emit = emit
+    _fault_context.update(run_dir=str(plan.run_dir), max_failures=spec.ray.max_failures,
+                          stages={c.id: plan.status(c).stages for c in cells})
     if tune.Tuner.can_restore(str(path)):
         emit("restore", experiment=str(path))
         tuner = tune.Tuner.restore(str(path), trainable, resume_unfinished=True, resume_errored=True)
@@ -336,9 +398,14 @@ def run_grid(plan: Plan, *, on_event: EventFn | None = None, fresh: bool = False
     """Run every cell of `plan` that is not finished on disk; return what each cell ended as. A
     teacher whose files fail their content hashes is refused before anything starts, or trained
     again (damaged_teachers="retrain")."""
-    emit = on_event or (lambda *a, **k: None)
+    given = on_event or (lambda *a, **k: None)
     t0 = time.perf_counter()
     outcome = GridOutcome(plan.run_dir)
+
+    def emit(name: str, **e: Any) -> None:
+        if name == "fault":
+            outcome.faults.append(e)
+        given(name, **e)
     plan.check_storage()
     if fresh:
         for sub in (CELLS, TUNE):  # teachers are keyed by content and stay valid
