@@ -26,7 +26,7 @@ from typing import Any, Callable
 # warnings only for real stalls (read when ray.tune is imported). num_to_keep=1 forces an experiment
 # snapshot at every task boundary on purpose (restore must not point at a deleted checkpoint).
 # A failed trial is one line of the driver's (cell, cause, retry k of n, the task it resumes at), not
-# Tune's traceback: that stays in the trial's error.txt, which the line names.
+# Tune's traceback on the console: that stays in the error.txt of Tune's trial folder.
 for _var, _value in (("RAY_AIR_NEW_OUTPUT", "0"), ("TUNE_WARN_THRESHOLD_S", "30"),
                      ("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0"),
                      ("TUNE_PRINT_ALL_TRIAL_ERRORS", "0")):
@@ -206,7 +206,8 @@ def _cell_trainable(config: dict, *, cells: dict[str, dict], teacher_refs: dict[
             resume_from = _newest_checkpoint(tune_dir, workdir)
             result = run_trial(cfg, workdir, teachers=teachers, on_event=on_event, resume_from=resume_from)
     except Exception as e:  # the driver's line names it (Tune's callbacks are not given the error)
-        write_json(workdir / ATTEMPT_ERROR, {"cause": _first_line(e)})
+        with contextlib.suppress(OSError):  # a full disk must not hide the error it caused
+            write_json(workdir / ATTEMPT_ERROR, {"cause": _first_line(e)})
         raise
     if not seen["stages_run"]:  # finished on disk before this attempt: tell Tune its scores once
         tune.report(_stage_metrics(result, result.stages[-1]))
