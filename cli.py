@@ -157,8 +157,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     with TrialProgress(args.quiet) as progress, contextlib.ExitStack() as stack:
         teachers, start_teachers = {}, None
         if make_method(cfg.method).teachers_needed(cfg):
-            teachers = stack.enter_context(TrialTeachers(TeacherStore(Path(args.teachers)), cfg,
-                                                         args.teacher_workers, progress))
+            store = TeacherStore(Path(args.teachers), on_damaged=args.damaged_teachers)
+            teachers = stack.enter_context(TrialTeachers(store, cfg, args.teacher_workers, progress))
             start_teachers = teachers.start  # once the trial has checked its inputs
         try:
             result = run_trial(cfg, workdir, teachers=teachers, on_event=progress, resume=not args.fresh,
@@ -233,10 +233,11 @@ def render_plan(plan, work) -> list:
     teachers = Table(title=f"teachers: {len(plan.teachers)} (trained once, shared)")
     for col in ("teacher", "used by", "single row", "seq-kd data", "status", "trained tokens"):
         teachers.add_column(col, no_wrap=col == "teacher")
+    damaged = plan.damaged_teachers()
     for name, job in sorted(plan.teachers.items()):
+        state = "DAMAGED" if name in damaged else "ready" if plan.teacher_ready(job) else "to train"
         teachers.add_row(name, f"{len(job.users)} cells", "yes" if job.reference else "",
-                         ", ".join(sorted(job.seq_kd_modes)), "ready" if plan.teacher_ready(job) else "to train",
-                         _fmt_tokens(work["teachers"][name]))
+                         ", ".join(sorted(job.seq_kd_modes)), state, _fmt_tokens(work["teachers"][name]))
     to_train = sum(not plan.teacher_ready(j) for j in plan.teachers.values())
     partial = counts.get("partial", 0)
     lines = [cells, teachers,
@@ -249,6 +250,9 @@ def render_plan(plan, work) -> list:
              f"{_fmt_tokens(sum(v for v in work['teachers'].values() if v))}), "
              f"{_fmt_tokens(work['ahead'])} of them still to train"
              + (f"; {work['unknown']} item(s) unknown: inputs missing" if work["unknown"] else "")]
+    for name, why in damaged.items():
+        lines.append(f"  damaged teacher {name}: {why}; a run refuses it (--damaged-teachers retrain "
+                     "trains it again)")
     for what, err in sorted(plan.missing_data.items()):
         lines.append(f"  cannot read {'the model inputs' if what == 'model' else f'the data of {what}'}: {err}")
     return lines
@@ -282,14 +286,16 @@ def render_cost(plan, planned, rate, devices: float | None) -> str:
               "than the benchmarked one are estimates)")
 
 
-def plan_problems(plan) -> list[str]:
+def plan_problems(plan, damaged_teachers: str = "refuse") -> list[str]:
     """What the dry run lists that would stop a run: inputs it cannot read, cells that ran with other
-    settings under the same id."""
+    settings under the same id, damaged teachers (unless they are to be retrained)."""
     problems = [f"cannot read {'the model inputs' if what == 'model' else f'the data of {what}'}"
                 for what in sorted(plan.missing_data)]
     changed = sum(plan.status(c).state == "changed" for c in plan.cells)
     if changed:
         problems.append(f"{changed} CHANGED cell(s) (run again with --fresh, or rename the grid)")
+    if damaged_teachers == "refuse":
+        problems += [f"a damaged teacher: {why}" for why in plan.damaged_teachers().values()]
     return problems
 
 
@@ -374,6 +380,10 @@ class GridProgress:
             self.say(f"teacher {e['teacher']}: {'trained' if e['trained'] else 'ready'} in {e['seconds']:.0f} s")
         elif name == "restore":
             self.say(f"restoring the Tune experiment {e['experiment']}")
+        elif name == "fault":
+            self.say(fault_line(e))
+        elif name == "teacher_damaged":
+            self.say(f"teacher {e['teacher']}: {e['why']}; training it again")
         elif name == "cell":
             row = self.rows.setdefault(e["id"], {})
             before = dict(row)
@@ -390,6 +400,22 @@ class GridProgress:
                 self.log_cell(e["id"], before, e)
         if self.live:
             self.live.update(self.table())
+
+
+def _kept(e: dict) -> str:
+    k = e["tasks_kept"]
+    return "nothing kept" if not k else f"task{'s 1-' if k > 1 else ' '}{k} kept"
+
+
+def fault_line(e: dict) -> str:
+    """One line for a failed attempt of a cell: what failed, what was lost, what happens next."""
+    k, n, total = e["attempt"], e["retries"], e.get("tasks") or "?"
+    lost = f"lost: the unfinished task {e['tasks_kept'] + 1} of {total} ({_kept(e)})"
+    if not e["final"]:
+        where = f"at task {e['tasks_kept'] + 1}" if e["tasks_kept"] else "from the start"
+        return f"cell {e['cell']}: {e['cause']}; {lost}; retry {k} of {n}, resuming {where}"
+    return (f"cell {e['cell']}: {e['cause']}; {lost}; no retry left ({n} allowed): run the same command "
+            f"again to continue it (log: {e['log']})")
 
 
 def cmd_grid(args: argparse.Namespace) -> int:
@@ -412,11 +438,11 @@ def cmd_grid(args: argparse.Namespace) -> int:
     if args.dry_run:
         planned = work(plan)
         for item in render_plan(plan, planned):
-            out.print(item)
+            out.print(item, soft_wrap=isinstance(item, str))  # lines naming files: paths unbroken
         if rate:
             out.print(render_cost(plan, planned, rate, args.devices), markup=False, highlight=False,
                       soft_wrap=True)
-        problems = plan_problems(plan)
+        problems = plan_problems(plan, args.damaged_teachers)
         if problems:  # a pre-flight check a script can trust: the run would stop on these
             console.print(f"error: a run would stop: {'; '.join(problems)}", markup=False, highlight=False,
                           soft_wrap=True)
@@ -424,13 +450,16 @@ def cmd_grid(args: argparse.Namespace) -> int:
         return 0
     if args.resume and not (plan.run_dir / "cells").is_dir():
         raise UserError(f"--resume: nothing to resume in {plan.run_dir}")
-    if not args.fresh:  # before the live table: a refusal is then the only line
+    plan.check_storage()  # before the live table: a refusal is then the only line
+    if not args.fresh:
         plan.check_unchanged()
+    plan.check_teachers(args.damaged_teachers)
     from l2kd import grid
 
     try:
         with GridProgress(plan, args.quiet) as progress:
-            outcome = grid.run_grid(plan, on_event=progress, fresh=args.fresh)
+            outcome = grid.run_grid(plan, on_event=progress, fresh=args.fresh,
+                                    damaged_teachers=args.damaged_teachers)
     finally:
         grid.shutdown()
     bad = {k: v for k, v in outcome.cells.items() if v != "done"}
@@ -439,6 +468,12 @@ def cmd_grid(args: argparse.Namespace) -> int:
                   f"{outcome.teachers_reused}; results in {plan.run_dir / 'cells'}")
     for cid, err in outcome.errors.items():
         console.print(f"  {cid}: {err} (log: {plan.run_dir / 'cells' / cid / 'trial.log'})", markup=False)
+    retried = [f for f in outcome.faults if not f["final"]]
+    if retried:  # also in each cell's cell.json, under "faults"
+        console.print(f"retries: {len(retried)}", markup=False)
+        for f in retried:
+            console.print(f"  {f['cell']}: retry {f['attempt']} of {f['retries']} after {f['cause']} "
+                          f"(resumed with {_kept(f)})", markup=False, highlight=False, soft_wrap=True)
     if not args.no_report:  # the grid's last step: the paper's tables from what is on disk
         from l2kd.report import build_report
 
@@ -809,6 +844,13 @@ def _positive(text: str) -> float:
     return x
 
 
+def _damaged_teachers_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--damaged-teachers", choices=["refuse", "retrain"], default="refuse",
+                   help="a stored teacher whose files no longer match the content hashes in its "
+                   "manifest (truncated, altered, half-copied): refuse it, naming the file, before "
+                   "anything starts (default), or train it again")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cli.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="log library messages to the console")
@@ -833,6 +875,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress display")
     p.add_argument("--no-tensorboard", action="store_true",
                    help="write no TensorBoard event files (default: OUT/tensorboard)")
+    _damaged_teachers_option(p)
     p.set_defaults(fn=cmd_train)
 
     p = sub.add_parser("pretrain", help="pretrain a GPT-2 base (causal LM) on plain text for model.pretrained",
@@ -875,6 +918,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-report", action="store_true",
                    help="skip the report at the end (python cli.py report RUN_DIR makes it later)")
     p.add_argument("--quiet", action="store_true", help="no live table")
+    _damaged_teachers_option(p)
     p.set_defaults(fn=cmd_grid)
 
     p = sub.add_parser("bench", help="measure a trial's speed here against the reference's way",
@@ -947,25 +991,39 @@ def main(argv: list[str] | None = None) -> int:
         handler.setLevel(logging.INFO if args.verbose else logging.WARNING)
     for noisy in ("DeepSpeed", "deepspeed", "torch.distributed", "transformers"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
-    # SIGTERM (a scheduler, `timeout`, a cluster taking the node back) unwinds like Ctrl-C, so what
-    # the command started is stopped on the way out: teachers training in background processes too
+    # SIGTERM (a scheduler, `timeout`, a cluster taking the node back) and SIGHUP (a lost SSH
+    # session) unwind like Ctrl-C, so what the command started is stopped on the way out: teachers
+    # training in background processes too
     signal.signal(signal.SIGTERM, _terminated)
+    signal.signal(signal.SIGHUP, _terminated)
     try:
         return args.fn(args)
     except UserError as e:
         console.print(f"error: {e}", markup=False, highlight=False, soft_wrap=True)
         return 2
     except KeyboardInterrupt as e:
-        console.print("interrupted: run the same command again to continue after the last finished stage")
-        return 143 if isinstance(e, Terminated) else 130
+        # a library may catch the signal's exception and raise a plain KeyboardInterrupt (ray.wait does)
+        signum = getattr(e, "signum", _signalled[-1] if _signalled else signal.SIGINT)
+        how = "" if signum == signal.SIGINT else f" ({signal.Signals(signum).name})"
+        console.print(f"interrupted{how}: run the same command again to continue after the last finished "
+                      "stage", markup=False, soft_wrap=True)
+        return 128 + signum  # 130 Ctrl-C, 143 SIGTERM, 129 SIGHUP
 
 
 class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised where the program is, like Ctrl-C's KeyboardInterrupt."""
+    """SIGTERM or SIGHUP, raised where the program is, like Ctrl-C's KeyboardInterrupt."""
+
+    def __init__(self, signum: int = signal.SIGTERM):
+        super().__init__()
+        self.signum = signum
+
+
+_signalled: list[int] = []
 
 
 def _terminated(signum, frame) -> None:
-    raise Terminated()
+    _signalled.append(signum)
+    raise Terminated(signum)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,8 @@ import contextlib
 import logging
 import os
 import shutil
+import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,8 +25,11 @@ from typing import Any, Callable
 # The driver's console belongs to cli.py's live table: Tune's own status output off, and its timing
 # warnings only for real stalls (read when ray.tune is imported). num_to_keep=1 forces an experiment
 # snapshot at every task boundary on purpose (restore must not point at a deleted checkpoint).
+# A failed trial is one line of the driver's (cell, cause, retry k of n, the task it resumes at), not
+# Tune's traceback on the console: that stays in the error.txt of Tune's trial folder.
 for _var, _value in (("RAY_AIR_NEW_OUTPUT", "0"), ("TUNE_WARN_THRESHOLD_S", "30"),
-                     ("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")):
+                     ("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0"),
+                     ("TUNE_PRINT_ALL_TRIAL_ERRORS", "0")):
     os.environ.setdefault(_var, _value)
 
 import ray  # noqa: E402
@@ -33,7 +38,7 @@ from ray import tune  # noqa: E402
 
 from .trialconfig import trial_config  # noqa: E402
 from .errors import ArtifactError
-from .io import stable_hash, write_json, write_text
+from .io import read_json, stable_hash, write_json, write_text
 from .methods.kd import distil_file
 from .plan import CELLS, TEACHERS, TUNE, Cell, Plan
 from .teachers import TeacherStore, pack_teacher
@@ -41,6 +46,7 @@ from .teachers import TeacherStore, pack_teacher
 log = logging.getLogger(__name__)
 EventFn = Callable[..., None]
 CURRENT = "current.json"  # which Tune experiment holds the cells of the last run
+ATTEMPT_ERROR = "attempt_error.json"  # a failed attempt's error, written by the trial for the driver
 PROGRESS_EVERY_S = 20.0  # how often a trial tells the driver its epoch/step between task boundaries
 
 
@@ -55,7 +61,16 @@ class FaultInjection:
 
 
 class GridInterrupted(KeyboardInterrupt):
-    """The run was stopped (Ctrl-C reached Tune, which stopped its trials) before every cell ended."""
+    """The run was stopped (Ctrl-C, SIGTERM or SIGHUP reached Tune, which stopped its trials) before
+    every cell ended. `signum` is the signal that stopped it (the exit code is 128 + signum)."""
+
+    def __init__(self, message: str = "", signum: int = signal.SIGINT):
+        super().__init__(message)
+        self.signum = signum
+
+
+# a scheduler's time limit (SIGTERM) and a lost SSH session (SIGHUP) stop the driver as Ctrl-C does
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 
 
 @dataclass
@@ -63,6 +78,7 @@ class GridOutcome:
     run_dir: Path
     cells: dict[str, str] = field(default_factory=dict)  # cell id -> new | partial | done | changed
     errors: dict[str, str] = field(default_factory=dict)
+    faults: list[dict[str, Any]] = field(default_factory=list)  # every failed attempt, in order
     teachers_trained: int = 0
     teachers_reused: int = 0
     wall_s: float = 0.0
@@ -79,10 +95,18 @@ def connect(address: str | None, *, dashboard: bool, num_cpus: int | None = None
         ctx = ray.get_runtime_context()
         return {"address": ctx.gcs_address, "dashboard": None, "local": False}
     kwargs: dict[str, Any] = {"log_to_driver": False, "configure_logging": False}
+    # ray.init replaces the caller's SIGTERM handler twice: with a Python one (sys.exit) and, in its
+    # core worker, a native one that aborts the process (exit 134, raw stack addresses); both are
+    # handed back, so the driver stops its trials and teachers on the way out
+    main = threading.current_thread() is threading.main_thread()
+    keep = {s: signal.getsignal(s) for s in STOP_SIGNALS} if main else {}
     if address:
         info = ray.init(address=address, **kwargs)
     else:
         info = ray.init(include_dashboard=dashboard, num_cpus=num_cpus, **kwargs)
+    for signum, handler in keep.items():
+        if handler is not None:
+            signal.signal(signum, handler)
     url = getattr(info, "dashboard_url", None)
     return {"address": info.address_info.get("gcs_address") or address,
             "dashboard": f"http://{url}" if url and not url.startswith("http") else url,
@@ -90,15 +114,16 @@ def connect(address: str | None, *, dashboard: bool, num_cpus: int | None = None
 
 
 # --------------------------------------------------------------------------- stage one: teachers
-def _train_teacher(config: dict, task: str, root: str, modes: list[str]) -> dict[str, Any]:
+def _train_teacher(config: dict, task: str, root: str, modes: list[str], on_damaged: str = "refuse") -> dict[str, Any]:
     """A Ray task: the teacher of `task` for a trial config, trained once (or found) on disk."""
-    store = TeacherStore(Path(root))
+    store = TeacherStore(Path(root), on_damaged=on_damaged)
     t0 = time.perf_counter()
     path = store.ensure(trial_config(config, f"teacher of {task}"), task, seq_kd_modes=tuple(modes))
     return {"path": str(path), "trained": store.trained, "s": time.perf_counter() - t0}
 
 
-def train_teachers(plan: Plan, cells: list[Cell], emit: EventFn, outcome: GridOutcome) -> dict[str, Any]:
+def train_teachers(plan: Plan, cells: list[Cell], emit: EventFn, outcome: GridOutcome,
+                   on_damaged: str = "refuse") -> dict[str, Any]:
     """Every teacher `cells` need (and the Single references), trained once; then into the object
     store. Returns teacher folder name -> ObjectRef of its PackedCheckpoint."""
     wanted = {folder for c in cells for _, folder in c.teachers}
@@ -116,7 +141,7 @@ def train_teachers(plan: Plan, cells: list[Cell], emit: EventFn, outcome: GridOu
             outcome.teachers_reused += 1
             continue
         emit("teacher_start", teacher=job.folder, users=len(job.users))
-        todo[remote.remote(job.config, job.task, root, sorted(job.seq_kd_modes))] = job
+        todo[remote.remote(job.config, job.task, root, sorted(job.seq_kd_modes), on_damaged)] = job
     try:
         while todo:
             done, _ = ray.wait(list(todo), num_returns=1)
@@ -156,7 +181,7 @@ def _cell_trainable(config: dict, *, cells: dict[str, dict], teacher_refs: dict[
     cfg = trial_config(cell["config"], f"cell {config['cell']}")
     workdir = Path(run_dir) / CELLS / config["cell"]
     workdir.mkdir(parents=True, exist_ok=True)
-    write_json(workdir / "cell.json", cell["meta"])
+    write_json(workdir / "cell.json", cell["meta"] | {"faults": _recorded_faults(workdir)})
     # a cell finished on disk needs no teachers (only the pending cells' ones were shipped)
     teachers = {task: ray.get(teacher_refs[folder]) for task, folder in cell["teachers"] if folder in teacher_refs}
     seen = {"progress_t": 0.0, "stages_run": 0}
@@ -176,10 +201,15 @@ def _cell_trainable(config: dict, *, cells: dict[str, dict], teacher_refs: dict[
                          "epoch": e["epoch"], "step": e["step"], "steps": e["steps"], "loss": e["loss"]})
 
     ckpt = tune.get_checkpoint()
-    with (ckpt.as_directory() if ckpt else contextlib.nullcontext(None)) as tune_dir:
-        resume_from = _newest_checkpoint(tune_dir, workdir)
-        result = run_trial(cfg, workdir, teachers=teachers, on_event=on_event, resume_from=resume_from,
-                           tensorboard=tensorboard)
+    try:
+        with (ckpt.as_directory() if ckpt else contextlib.nullcontext(None)) as tune_dir:
+            resume_from = _newest_checkpoint(tune_dir, workdir)
+            result = run_trial(cfg, workdir, teachers=teachers, on_event=on_event, resume_from=resume_from,
+                               tensorboard=tensorboard)
+    except Exception as e:  # the driver's line names it (Tune's callbacks are not given the error)
+        with contextlib.suppress(OSError):  # a full disk must not hide the error it caused
+            write_json(workdir / ATTEMPT_ERROR, {"cause": _first_line(e)})
+        raise
     if not seen["stages_run"]:  # finished on disk before this attempt: tell Tune its scores once
         tune.report(_stage_metrics(result, result.stages[-1]))
 
@@ -191,12 +221,72 @@ def _stage_metrics(result, tasks) -> dict[str, Any]:
             **{f"score/{t}": v for t, v in zip(result.tasks, row)}}
 
 
+def _read_cell_json(workdir: Path) -> dict | None:
+    try:
+        meta = read_json(workdir / "cell.json")
+    except (OSError, ValueError):
+        return None
+    return meta if isinstance(meta, dict) else None
+
+
+def _recorded_faults(workdir: Path) -> list[dict[str, Any]]:
+    """The failed attempts the driver recorded in the cell's cell.json (kept when a retry rewrites it)."""
+    faults = (_read_cell_json(workdir) or {}).get("faults", [])
+    return faults if isinstance(faults, list) else []
+
+
+def _attempt_cause(workdir: Path) -> str:
+    """Why the attempt that just failed did: the error its trial wrote down (taken), or, when it
+    could write nothing, the death of its Ray worker or node (SIGKILL, out of memory, a lost node)."""
+    try:
+        cause = str(read_json(workdir / ATTEMPT_ERROR)["cause"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return "its Ray worker or node died (nothing was raised in the trial)"
+    (workdir / ATTEMPT_ERROR).unlink(missing_ok=True)
+    return cause
+
+
+def _record_fault(trial, final: bool) -> None:
+    """The driver's account of a failed attempt: an event (one line on the console), the run's
+    list of faults, and the cell's cell.json."""
+    from .checkpoint import latest_checkpoint
+
+    ctx = _fault_context
+    cid = trial.config["cell"]
+    workdir = Path(ctx["run_dir"]) / CELLS / cid
+    try:
+        ckpt = latest_checkpoint(workdir)
+        kept = ckpt.stages_done if ckpt else 0
+    except ArtifactError:
+        kept = 0
+    fault = {"cell": cid, "attempt": trial.num_failures, "retries": ctx["max_failures"],
+             "cause": _attempt_cause(workdir), "tasks_kept": kept, "tasks": ctx["stages"].get(cid),
+             "final": final, "log": str(workdir / "trial.log"), "at": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    if workdir.is_dir():
+        meta = _read_cell_json(workdir)
+        if meta is not None:
+            write_json(workdir / "cell.json", meta | {"faults": _recorded_faults(workdir) + [fault]})
+    _emit("fault", **fault)
+
+
 _emit: EventFn = lambda *a, **k: None  # the driver's event sink; the callback below reads it
+_fault_context: dict[str, Any] = {"run_dir": ".", "max_failures": 0, "stages": {}}  # set by run_cells
+_tune_stop: Callable | None = None  # Tune's handler of Ctrl-C in the running experiment (its quiet stop)
+_stop_handler: Callable | None = None  # the driver's handler of stop signals while Tune runs
 
 
 class GridMonitor(tune.Callback):
     """Trial lifecycle and reports -> the driver's events. Stateless on purpose: Tune pickles it with
     the experiment, and a restored experiment must report to the new driver's sink."""
+
+    def setup(self, **info):
+        # called once Tune has installed its stop handler (on SIGINT and SIGUSR1, one function);
+        # Ctrl-C then goes through the driver's handler too, which quiets Tune's own lines about it
+        global _tune_stop
+        if threading.current_thread() is threading.main_thread() and _stop_handler is not None:
+            handler = signal.getsignal(signal.SIGUSR1)
+            _tune_stop = handler if callable(handler) else None
+            signal.signal(signal.SIGINT, _stop_handler)
 
     def on_trial_start(self, iteration, trials, trial, **info):
         _emit("cell", id=trial.config["cell"], state="running")
@@ -210,9 +300,11 @@ class GridMonitor(tune.Callback):
         _emit("cell", id=trial.config["cell"], state="done")
 
     def on_trial_error(self, iteration, trials, trial, **info):
+        _record_fault(trial, final=True)
         _emit("cell", id=trial.config["cell"], state="error")
 
     def on_trial_recover(self, iteration, trials, trial, **info):
+        _record_fault(trial, final=False)
         _emit("cell", id=trial.config["cell"], state="retrying")
 
 
@@ -236,9 +328,10 @@ def tracker_callbacks(plan: Plan) -> list:
 
 
 def run_cells(plan: Plan, cells: list[Cell], teacher_refs: dict[str, Any], emit: EventFn,
-              fault: FaultInjection | None = None) -> dict[str, str]:
+              fault: FaultInjection | None = None, stopped_by: list[int] | None = None) -> dict[str, str]:
     """One Tune trial per cell; returns the errors by cell id. Restores the Tune experiment of an
-    earlier run of the same grid, so its finished trials are not run again."""
+    earlier run of the same grid, so its finished trials are not run again. A SIGTERM or SIGHUP that
+    stops the run is appended to `stopped_by`."""
     global _emit
     spec = plan.spec
     tune_root = plan.run_dir / TUNE
@@ -256,6 +349,8 @@ def run_cells(plan: Plan, cells: list[Cell], teacher_refs: dict[str, Any], emit:
                              run_dir=str(plan.run_dir), fault=fault, tensorboard=spec.tracking.tensorboard),
         {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
     _emit = emit
+    _fault_context.update(run_dir=str(plan.run_dir), max_failures=spec.ray.max_failures,
+                          stages={c.id: plan.status(c).stages for c in cells})
     if tune.Tuner.can_restore(str(path)):
         emit("restore", experiment=str(path))
         tuner = tune.Tuner.restore(str(path), trainable, resume_unfinished=True, resume_errored=True)
@@ -271,12 +366,45 @@ def run_cells(plan: Plan, cells: list[Cell], teacher_refs: dict[str, Any], emit:
                 failure_config=tune.FailureConfig(max_failures=spec.ray.max_failures),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1)))
     write_json(tune_root / CURRENT, {"experiment": name, "cells": ids})
-    results = tuner.fit()
+    with _stop_signals_stop_tune(stopped_by):
+        results = tuner.fit()
     errors = {}
     for r in results:
         if r.error is not None:
             errors[r.config["cell"]] = _first_line(r.error)
     return errors
+
+
+@contextlib.contextmanager
+def _stop_signals_stop_tune(received: list[int] | None):
+    """SIGTERM and SIGHUP while Tune runs get Ctrl-C's quiet stop: Tune stops the trials, saves its
+    state and returns (raising in its loop instead would leave trials running and the state unsaved).
+    Before Tune's loop has started they unwind at once, as elsewhere in the driver."""
+    global _tune_stop, _stop_handler
+    received = [] if received is None else received
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        if signum != signal.SIGINT:
+            received.append(signum)
+        if _tune_stop is None:
+            raise GridInterrupted(f"stopped by signal {signum} before the trials started", signum)
+        logging.getLogger("ray.tune.tune").setLevel(logging.ERROR)  # the driver says it in one line
+        _tune_stop(signum, frame)  # it hands SIGINT back to the handler before it: a 2nd Ctrl-C is abrupt
+
+    # SIGINT too: Tune leaves its handler installed after the run, where a Ctrl-C would then be lost
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, *STOP_SIGNALS)}
+    for s in STOP_SIGNALS:
+        signal.signal(s, handler)
+    _stop_handler = handler
+    try:
+        yield
+    finally:
+        _tune_stop = _stop_handler = None
+        for signum, old in before.items():
+            signal.signal(signum, old if old is not None else signal.SIG_DFL)
 
 
 def _first_line(e: BaseException) -> str:
@@ -286,15 +414,26 @@ def _first_line(e: BaseException) -> str:
 
 # --------------------------------------------------------------------------- the whole grid
 def run_grid(plan: Plan, *, on_event: EventFn | None = None, fresh: bool = False,
-             num_cpus: int | None = None, fault: FaultInjection | None = None) -> GridOutcome:
-    """Run every cell of `plan` that is not finished on disk; return what each cell ended as."""
-    emit = on_event or (lambda *a, **k: None)
+             num_cpus: int | None = None, fault: FaultInjection | None = None,
+             damaged_teachers: str = "refuse") -> GridOutcome:
+    """Run every cell of `plan` that is not finished on disk; return what each cell ended as. A
+    teacher whose files fail their content hashes is refused before anything starts, or trained
+    again (damaged_teachers="retrain")."""
+    given = on_event or (lambda *a, **k: None)
     t0 = time.perf_counter()
     outcome = GridOutcome(plan.run_dir)
+
+    def emit(name: str, **e: Any) -> None:
+        if name == "fault":
+            outcome.faults.append(e)
+        given(name, **e)
+    plan.check_storage()
     if fresh:
         for sub in (CELLS, TUNE):  # teachers are keyed by content and stay valid
             shutil.rmtree(plan.run_dir / sub, ignore_errors=True)
     plan.check_unchanged()
+    for name, why in plan.check_teachers(damaged_teachers).items():
+        emit("teacher_damaged", teacher=name, why=why)
     pending = plan.pending()
     write_text(plan.run_dir / "grid.yaml", yaml.safe_dump(plan.spec.model_dump(mode="json"), sort_keys=False))
     spec = plan.spec
@@ -302,16 +441,18 @@ def run_grid(plan: Plan, *, on_event: EventFn | None = None, fresh: bool = False
     if pending or any(j.reference and not plan.teacher_ready(j) for j in plan.teachers.values()):
         address = spec.ray.address or os.environ.get("RAY_ADDRESS")
         emit("ray", **connect(address, dashboard=spec.ray.dashboard, num_cpus=num_cpus))
-        refs = train_teachers(plan, pending, emit, outcome)
+        refs = train_teachers(plan, pending, emit, outcome, damaged_teachers)
         if pending:
             emit("cells_start", cells=[c.id for c in pending])
-            outcome.errors = run_cells(plan, pending, refs, emit, fault)
+            stopped_by: list[int] = []
+            outcome.errors = run_cells(plan, pending, refs, emit, fault, stopped_by)
             # Tune answers Ctrl-C by stopping its trials, saving its state and returning as if done;
             # a cell neither finished nor failed is the mark of that: the caller is told it was
             # interrupted (cli.py then says how to continue) rather than handed a partial grid
             stopped = [c.id for c in pending if plan.status(c).state != "done" and c.id not in outcome.errors]
             if stopped:
-                raise GridInterrupted(f"{len(stopped)} cell(s) stopped before finishing: {', '.join(stopped[:3])}")
+                raise GridInterrupted(f"{len(stopped)} cell(s) stopped before finishing: {', '.join(stopped[:3])}",
+                                      stopped_by[0] if stopped_by else signal.SIGINT)
     outcome.cells = {c.id: plan.status(c).state for c in plan.cells}
     outcome.wall_s = time.perf_counter() - t0
     return outcome

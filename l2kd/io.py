@@ -30,6 +30,23 @@ def file_in_the_way(folder: str | os.PathLike) -> Path | None:
     return existing if existing is not None and not existing.is_dir() else None
 
 
+def writable_problem(folder: str | os.PathLike) -> str | None:
+    """None when files can be created in `folder` (or, while it does not exist, in its nearest
+    existing parent); else why not (a read-only mount, no permission). Tried by creating a file:
+    os.access misses a read-only network or bind mount for root and answers for the caller only."""
+    folder = Path(folder)
+    existing = next((p for p in (folder, *folder.parents) if p.exists()), None)
+    if existing is None or not existing.is_dir():
+        return None  # file_in_the_way's case, reported where the folder is made
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".l2kd-write-check.", suffix=".tmp", dir=existing)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        return f"{existing}: cannot write here ({e.strerror or type(e).__name__})"
+    return None
+
+
 def looks_like_path(spec: str) -> bool:
     """A setting that may name a local folder or a hub model and is spelled as a path."""
     return spec.startswith((".", "/", "~"))

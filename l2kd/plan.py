@@ -28,11 +28,11 @@ from .data import load_split
 from .decode import pseudo_counts
 from .errors import ArtifactError, ConfigError, DataError, UserError
 from .gridspec import Experiment, GridSpec, MethodEntry, is_order_free
-from .io import read_json
+from .io import read_json, writable_problem
 from .methods import make_method
 from .results import RESULTS_FILE
 from .tasks import short_name
-from .teachers import MANIFEST, TeacherStore
+from .teachers import MANIFEST, TeacherStore, damaged_error, teacher_damage
 from .trial import config_hash, settings_diff
 
 CELLS, TEACHERS, TUNE = "cells", "teachers", "tune"
@@ -100,11 +100,24 @@ class Plan:
         f = self.cell_dir(cell) / RESULTS_FILE
         if not f.is_file():
             return CellStatus("new", 0, n)
-        saved = read_json(f)
+        try:
+            saved = read_json(f)
+        except (OSError, ValueError):  # damaged (written atomically, so not by this tool): the trial
+            return CellStatus("partial", 0, n)  # resumes from its checkpoint and rewrites it
+        if not isinstance(saved, dict):
+            return CellStatus("partial", 0, n)
         if saved.get("config_hash") != config_hash(cell.trial_config()):
             return CellStatus("changed", len(saved.get("R", [])), n)
         done = len(saved.get("R", []))
         return CellStatus("done" if saved.get("complete") else "partial", done, n)
+
+    def check_storage(self) -> None:
+        """Refuse storage the grid cannot write (a read-only mount) before anything starts, rather
+        than at a trial's first write on some node."""
+        why = writable_problem(self.run_dir)
+        if why:
+            raise ArtifactError(f"{why}: the grid's storage must be writable (--storage, or `storage` "
+                                f"in {self.spec.source})")
 
     def check_unchanged(self) -> None:
         """Refuse cells whose folder holds a trial with other settings under the same id."""
@@ -125,7 +138,29 @@ class Plan:
             if root.is_dir() else []
 
     def teacher_ready(self, job: TeacherJob) -> bool:
-        return (self.teacher_dir(job.folder) / MANIFEST).is_file()
+        """Finished and whole: a damaged teacher is never counted ready (it is refused or retrained)."""
+        folder = self.teacher_dir(job.folder)
+        return (folder / MANIFEST).is_file() and teacher_damage(folder) is None
+
+    def damaged_teachers(self) -> dict[str, str]:
+        """Teacher folder -> the line naming its damaged file, for the finished teachers that fail
+        their content hashes."""
+        out = {}
+        for name in sorted(self.teachers):
+            folder = self.teacher_dir(name)
+            if (folder / MANIFEST).is_file():
+                why = teacher_damage(folder)
+                if why is not None:
+                    out[name] = why
+        return out
+
+    def check_teachers(self, on_damaged: str) -> dict[str, str]:
+        """Refuse a damaged teacher before anything starts (on_damaged="refuse"); otherwise return
+        the damaged ones, which the run trains again."""
+        damaged = self.damaged_teachers()
+        if damaged and on_damaged == "refuse":
+            raise damaged_error(next(iter(damaged.values())))
+        return damaged
 
     def pending(self) -> list[Cell]:
         return [c for c in self.cells if self.status(c).state != "done"]

@@ -7,6 +7,12 @@ determines it: the task, the hashes of its data files, those settings and the to
 `manifest.json` written last, so a folder without one is an unfinished teacher (it resumes). A file
 lock makes concurrent requests for one key train it once. The teacher's own test scores are the
 "Single" rows of the paper's tables.
+
+The manifest records a content hash (sha256) of every file a student reads: the weights' checkpoint,
+the results, and each Seq-KD data file once it is made. A teacher on shared storage may be damaged or
+half-copied; one whose files no longer match is never used: it is refused with one line naming the
+file, or trained again (`on_damaged="retrain"`), as the user chooses. Manifests written before the
+hashes were recorded (no `files`) are accepted as they are.
 """
 
 from __future__ import annotations
@@ -14,6 +20,8 @@ from __future__ import annotations
 import fcntl
 import functools
 import logging
+import os
+import shutil
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -35,6 +43,7 @@ from .trial import resolve_device, run_trial
 
 log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
+ON_DAMAGED = ("refuse", "retrain")  # what a damaged teacher gets: an error naming the file, or retraining
 
 
 def teacher_config(cfg: TrialConfig, task: str) -> TrialConfig:
@@ -53,9 +62,51 @@ def _tokenizer_fingerprint(spec: str, pretrained: str | None, vocab: int) -> str
     return Tokenizer.load(spec, pretrained, vocab).base_fingerprint()
 
 
-@functools.lru_cache(maxsize=64)
-def _sha(path: Path, mtime: float) -> str:
+@functools.lru_cache(maxsize=256)
+def _sha(path: Path, mtime: float, size: int | None = None) -> str:
     return file_sha256(path)
+
+
+def _content_hash(path: Path) -> str:
+    """sha256 of a file, hashed once while its size and modification time stay the same."""
+    st = path.stat()
+    return _sha(path, st.st_mtime_ns, st.st_size)
+
+
+def teacher_files(folder: Path) -> list[Path]:
+    """The files of a finished teacher a student reads: its last checkpoint and its results."""
+    ckpt = latest_checkpoint(folder)
+    files = sorted(p for p in ckpt.path.iterdir() if p.is_file()) if ckpt else []
+    return files + [Path(folder) / "results.json"]
+
+
+def teacher_damage(folder: Path) -> str | None:
+    """None when the teacher in `folder` is whole; else one line naming its first damaged file
+    (missing, truncated or altered since its manifest recorded it, or an unreadable manifest)."""
+    folder = Path(folder)
+    try:
+        manifest = read_json(folder / MANIFEST)
+        files = manifest.get("files", {})
+        if not isinstance(files, dict):
+            raise ValueError("files is not a mapping")
+    except (OSError, ValueError, AttributeError) as e:
+        return f"{folder / MANIFEST}: unreadable teacher manifest ({type(e).__name__})"
+    for rel, digest in sorted(files.items()):
+        f = folder / rel
+        if not f.is_file():
+            return f"{f}: missing (the teacher manifest lists it)"
+        if _content_hash(f) != digest:
+            return f"{f}: damaged (its content differs from the hash in {MANIFEST}: truncated or altered)"
+    return None
+
+
+def _record_hashes(folder: Path, files: list[Path]) -> None:
+    """Add the content hashes of `files` to the teacher's manifest (rewritten atomically)."""
+    manifest = read_json(folder / MANIFEST)
+    recorded = manifest.setdefault("files", {})
+    for f in files:
+        recorded[os.path.relpath(f, folder)] = _content_hash(f)
+    write_json(folder / MANIFEST, manifest)
 
 
 def teacher_identity(tcfg: TrialConfig) -> dict[str, Any]:
@@ -96,25 +147,53 @@ def _locked(path: Path) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
+def damaged_error(why: str) -> ArtifactError:
+    return ArtifactError(f"{why}; this teacher is not used: --damaged-teachers retrain trains it again")
+
+
 @dataclass
 class TeacherStore:
     root: Path
     hits: int = 0  # requests answered from disk
     trained: int = 0  # teachers trained by this store object
+    on_damaged: str = "refuse"  # a teacher whose files fail their hashes: refused, or trained again
 
     def __post_init__(self):
         self.root = Path(self.root)
         blocking = file_in_the_way(self.root)
         if blocking is not None:
             raise ArtifactError(f"{blocking}: is a file; the teacher store must be a folder")
+        if self.on_damaged not in ON_DAMAGED:
+            raise ValueError(f"on_damaged: expected one of {ON_DAMAGED}, got {self.on_damaged!r}")
 
     def folder(self, cfg: TrialConfig, task: str) -> Path:
         tcfg = teacher_config(cfg, task)
         return self.root / f"{task}-{teacher_key(tcfg)}"
 
     def find(self, cfg: TrialConfig, task: str) -> Path | None:
+        """The finished, undamaged teacher's folder, or None (to train). A damaged one is refused
+        (ArtifactError naming the file) or, with on_damaged="retrain", reported as to train."""
         path = self.folder(cfg, task)
-        return path if (path / MANIFEST).is_file() else None
+        if not (path / MANIFEST).is_file():
+            return None
+        why = teacher_damage(path)
+        if why is None:
+            return path
+        if self.on_damaged == "refuse":
+            raise damaged_error(why)
+        return None
+
+    def _discard_damaged(self, path: Path) -> bool:
+        """Under the lock: a damaged teacher is refused, or removed to be trained again (True)."""
+        why = teacher_damage(path)
+        if why is None:
+            return False
+        if self.on_damaged == "refuse":
+            raise damaged_error(why)
+        log.warning("%s; training the teacher again", why)
+        (path / MANIFEST).unlink()  # first: a kill during the removal leaves an unfinished teacher
+        shutil.rmtree(path)
+        return True
 
     def ensure(self, cfg: TrialConfig, task: str, on_event: Callable[..., None] | None = None,
                seq_kd_modes: tuple[str, ...] = ()) -> Path:
@@ -124,16 +203,21 @@ class TeacherStore:
         identity = teacher_identity(tcfg)
         path = self.root / f"{task}-{stable_hash(identity, 12)}"
         with _locked(path):
-            if (path / MANIFEST).is_file():
+            if (path / MANIFEST).is_file() and not self._discard_damaged(path):
                 self.hits += 1
                 log.info("teacher cache hit: %s", path)
             else:
                 self._train(tcfg, task, identity, path, on_event)
             for mode in seq_kd_modes:
-                if not distil_file(path, mode).is_file():
-                    if on_event:
-                        on_event("teacher_decode", task=task, mode=mode, path=path)
-                    make_seq_kd_data(tcfg, task, path, mode)
+                target = distil_file(path, mode)
+                if not target.is_file() or target.name not in read_manifest(path).get("files", {}):
+                    # made now, or made before its hash was recorded (killed in between, or an old
+                    # manifest): the hash is recorded of what a student will read
+                    if not target.is_file():
+                        if on_event:
+                            on_event("teacher_decode", task=task, mode=mode, path=path)
+                        make_seq_kd_data(tcfg, task, path, mode)
+                    _record_hashes(path, [target])
         return path
 
     def _train(self, tcfg: TrialConfig, task: str, identity: dict, path: Path,
@@ -148,7 +232,8 @@ class TeacherStore:
             "scores": result.metrics[-1][task], "primary": result.primary[task],
             "diagnostics": teacher_diagnostics(tcfg, task, path),
             "train_s": sum(s["timing"]["train_s"] for s in result.stage_info),
-            "wall_s": time.perf_counter() - t0, "created": time.strftime("%Y-%m-%dT%H:%M:%S")})
+            "wall_s": time.perf_counter() - t0, "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "files": {os.path.relpath(f, path): _content_hash(f) for f in teacher_files(path)}})
         self.trained += 1
 
     def ensure_all(self, cfg: TrialConfig, on_event: Callable[..., None] | None = None) -> dict[str, Path]:
@@ -196,9 +281,14 @@ def make_seq_kd_data(tcfg: TrialConfig, task: str, folder: Path, mode: str) -> P
 
 
 def pack_teacher(folder: Path) -> PackedCheckpoint:
-    """A finished teacher's weights and tokenizer in memory (for Ray's object store)."""
+    """A finished, undamaged teacher's weights and tokenizer in memory (for Ray's object store)."""
+    if not (Path(folder) / MANIFEST).is_file():
+        raise ArtifactError(f"{folder}: no finished teacher here")
+    why = teacher_damage(folder)
+    if why is not None:
+        raise damaged_error(why)
     ckpt = latest_checkpoint(folder)
-    if ckpt is None or not ckpt.complete or not (Path(folder) / MANIFEST).is_file():
+    if ckpt is None or not ckpt.complete:
         raise ArtifactError(f"{folder}: no finished teacher here")
     return pack_checkpoint(ckpt)
 

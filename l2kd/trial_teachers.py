@@ -40,7 +40,7 @@ EXIT_GRACE_S = 60  # how long a teacher process that has reported may take to ex
 
 
 def _train_in_worker(root: str, cfg_dict: dict, task: str, modes: tuple[str, ...], output: str,
-                     conn) -> None:
+                     conn, on_damaged: str = "refuse") -> None:
     """A spawned process: the teacher of `task` (and its Seq-KD data), found or trained by the store."""
     # its console output (DeepSpeed's banner, warnings, a traceback) goes to a file in the teacher's
     # folder instead of over the student's progress display
@@ -51,7 +51,7 @@ def _train_in_worker(root: str, cfg_dict: dict, task: str, modes: tuple[str, ...
         from .trialconfig import trial_config
 
         cfg = trial_config(cfg_dict, f"teacher of {task}")
-        path = TeacherStore(Path(root)).ensure(cfg, task, seq_kd_modes=modes)
+        path = TeacherStore(Path(root), on_damaged=on_damaged).ensure(cfg, task, seq_kd_modes=modes)
         conn.send(("ok", str(path)))
     except BaseException as e:  # noqa: BLE001 - reported to the parent, which raises it there
         traceback.print_exc()
@@ -176,7 +176,7 @@ class TrialTeachers(Mapping):
                     receive, send = ctx.Pipe(duplex=False)
                     proc = ctx.Process(target=_train_in_worker, name=f"teacher-{task}",
                                        args=(str(self.store.root), self._cfg_dict, task, self._modes,
-                                             str(output), send))
+                                             str(output), send, self.store.on_damaged))
                     proc.start()
                     send.close()  # the child holds the only sending end: its exit reads as EOF here
                     running[receive] = (task, proc, output, time.perf_counter())

@@ -70,8 +70,22 @@ def test_a_failed_trial_is_retried_from_its_task_boundary_with_the_same_R(demo_s
     faulty = build_plan(spec)
     (cell,) = faulty.cells
     marker = tmp_path / "fired"
-    outcome = run_grid(faulty, fault=FaultInjection(cell.id, stage=1, step=1, marker=str(marker)))
+    events = []
+    outcome = run_grid(faulty, fault=FaultInjection(cell.id, stage=1, step=1, marker=str(marker)),
+                       on_event=lambda n, **e: events.append((n, e)))
     assert marker.exists() and outcome.ok, outcome
+    # one event for the failed attempt: the cell, the cause, what was kept, which retry of how many
+    (fault,) = [e for n, e in events if n == "fault"]
+    assert fault["cell"] == cell.id and fault["attempt"] == 1 and fault["retries"] == spec.ray.max_failures
+    assert fault["cause"] == f"RuntimeError: injected fault in {cell.id} at stage 1", fault
+    assert fault["tasks_kept"] == 1 and fault["tasks"] == 2 and not fault["final"]
+    assert outcome.faults == [fault]  # the final summary's list
+    recorded = json.loads((faulty.cell_dir(cell) / "cell.json").read_text())["faults"]
+    assert [(f["attempt"], f["cause"]) for f in recorded] == [(1, fault["cause"])]  # kept by the retry
+    from cli import fault_line
+
+    assert fault_line(fault) == (f"cell {cell.id}: {fault['cause']}; lost: the unfinished task 2 of 2 "
+                                 f"(task 1 kept); retry 1 of {spec.ray.max_failures}, resuming at task 2")
     log = (faulty.cell_dir(cell) / "trial.log").read_text()
     assert "resuming" in log and "after stage 1 of 2" in log
     uninterrupted = TrialResult.load(plan.cell_dir(next(c for c in plan.cells if c.id == "e2e.nlg-sent.lamol.s3")))
