@@ -167,6 +167,12 @@ def is_gpt2(model: torch.nn.Module) -> bool:
     return isinstance(model, GPT2LMHeadModel)
 
 
+def hidden_size(model) -> int:
+    """The width of the model's hidden states (GPT-2's n_embd, elsewhere hidden_size)."""
+    c = model.config
+    return int(getattr(c, "n_embd", None) or c.hidden_size)
+
+
 def n_positions(model: torch.nn.Module) -> int:
     """The model's positions (GPT-2's n_positions, elsewhere max_position_embeddings)."""
     c = model.config

@@ -37,7 +37,7 @@ from .errors import ArtifactError
 from .io import file_in_the_way, file_sha256, read_json, stable_hash, write_json
 from .methods import make_method, method_params
 from .methods.kd import distil_file, teacher_answers
-from .model import TargetLogits
+from .model import TargetLogits, n_positions
 from .tokenizer import Tokenizer
 from .trial import resolve_device, run_trial
 
@@ -258,7 +258,7 @@ def teacher_diagnostics(tcfg: TrialConfig, task: str, folder: Path) -> dict[str,
     tok = ckpt.tokenizer()
     teacher = TargetLogits.frozen(ckpt.model().to(device), amp_dtype)
     ctx = TrialContext(cfg=tcfg, tokenizer=tok, device=device, amp_dtype=amp_dtype,
-                       max_len=int(teacher.gpt2.config.n_positions),
+                       max_len=n_positions(teacher.gpt2),
                        train={task: load_split(task, "train", tcfg.data)}, test={})
     rows = ctx.train_rows(task)
     seen = D.seen_ids(rows, len(tok))

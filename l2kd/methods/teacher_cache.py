@@ -23,6 +23,7 @@ import torch
 from ..data.batching import Batch, collate, token_batches
 from ..data.encoding import IGNORE, TrainRow
 from ..decode import amp
+from ..model import hidden_size
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,7 @@ class TeacherCache:
         self.teacher, self.device, self.amp_dtype = teacher, device, amp_dtype
         keys = np.array([r.index for r in rows], dtype=np.int64)
         qa, lm = target_counts(rows, with_lm)
-        n_embd = int(teacher.gpt2.config.n_embd)
+        n_embd = hidden_size(teacher.gpt2)
         self.hidden = torch.empty(int(qa.sum() + lm.sum()), n_embd, dtype=amp_dtype or torch.float32,
                                   device=device)
         qa_start = np.zeros(len(rows), dtype=np.int64)
@@ -80,7 +81,7 @@ class TeacherCache:
         if min(keys) < 0 or len(set(keys)) != len(keys):
             log.info("teacher cache: the rows have no unique indices; the teacher runs every step")
             return None
-        size = cache_bytes(rows, kw["with_lm"], int(teacher.gpt2.config.n_embd), kw["amp_dtype"] or torch.float32)
+        size = cache_bytes(rows, kw["with_lm"], hidden_size(teacher.gpt2), kw["amp_dtype"] or torch.float32)
         if size > budget_mib * 2**20:
             log.info("teacher cache: %.0f MiB is over teacher_cache_mib (%d); the teacher runs every step",
                      size / 2**20, budget_mib)
