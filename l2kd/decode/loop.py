@@ -61,12 +61,14 @@ class _Decoder:
         self.device, self.s, self.stats = device, settings, stats
         self.fast = not generic and gpt2_fast_path_applies(model)
         self.model = model
+        self.pool = None  # with graphs only, below
         if self.fast:
             self.weights = GPT2Weights(model, amp_dtype)
-            c = model.config
-            self.pool = BufferPool(c.n_layer, c.n_head, c.n_embd // c.n_head, self.weights.cache_dtype, device)
         use_graphs = self.fast and device.type == "cuda" if graphs is None else (graphs and self.fast)
         self.graphs = GraphedSteps() if use_graphs else None
+        if self.graphs is not None:  # graphs replay fixed addresses: every batch of a shape reuses them
+            c = model.config
+            self.pool = BufferPool(c.n_layer, c.n_head, c.n_embd // c.n_head, self.weights.cache_dtype, device)
         self.bytes_per_position = kv_bytes_per_position(model.config, amp_dtype or torch.float32)
         # on a CPU a look at the rows is free (nothing to wait for): every token, as the decoder did
         self.host_is_device = settings.compaction == "eager" or (settings.compaction == "auto"

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from ..model import padded_head_weight
-from .graphs import BufferPool
+from .graphs import BufferPool, CacheBuffers, new_buffers
 
 CACHE_ALIGN = 64  # cache widths are multiples of this: few distinct shapes, few CUDA graphs
 
@@ -94,7 +94,10 @@ class GPT2Stepper:
         self.w = weights
         self.n_head, self.head_dim = c.n_head, c.n_embd // c.n_head
         self.device = device
-        self.pool = pool or BufferPool(c.n_layer, self.n_head, self.head_dim, weights.cache_dtype, device)
+        # a pool only where graphs replay fixed addresses; elsewhere every shape is a fresh tensor
+        # (a CPU compacts at every finished row: a pool would zero and keep a cache per row count)
+        self.pool = pool
+        self.spec = (c.n_layer, self.n_head, self.head_dim, weights.cache_dtype, device)
         self.graphs = graphs  # a graphs.GraphedSteps on CUDA
         self._use(rows, _round_up(width))
         self.buf.valid.zero_()
@@ -102,7 +105,11 @@ class GPT2Stepper:
 
     def _use(self, rows: int, width: int) -> None:
         self.rows, self.width = rows, width
-        self.buf = self.pool.get(rows, width)
+        if self.pool is not None:
+            self.buf = self.pool.get(rows, width)
+        else:
+            layers, heads, head_dim, dtype, device = self.spec
+            self.buf = new_buffers(layers, rows, heads, width, head_dim, dtype, device)
 
     # ------------------------------------------------------------------ the model
     def _blocks(self, h: torch.Tensor, cols: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -168,6 +175,14 @@ class GPT2Stepper:
     def _move(self, rows: int, width: int, idx: torch.Tensor | None) -> None:
         """Into the buffers of (rows, width): the rows `idx` (all when None), the first `written` columns."""
         old = self.buf
+        if self.pool is None:  # fresh tensors: select and pad what is there (unwritten columns are 0)
+            pad = width - self.width
+            sel = (lambda t: t) if idx is None else (lambda t: t.index_select(0, idx))
+            grow = (lambda t: F.pad(t, (0, 0, 0, pad))) if pad else (lambda t: t)
+            self.buf = CacheBuffers([grow(sel(t)) for t in old.k], [grow(sel(t)) for t in old.v],
+                                    F.pad(sel(old.valid), (0, pad)) if pad else sel(old.valid), old.length)
+            self.rows, self.width = rows, width
+            return
         self._use(rows, width)
         new, n = self.buf, self.written
         pick = (lambda t: t) if idx is None else (lambda t: t.index_select(0, idx))
