@@ -33,7 +33,7 @@ def test_the_device_check_runs_on_a_tiny_trial(tmp_path):
         f"        if name.split('.')[0] in {BARE_IMAGE_LACKS!r}:\n"
         "            return importlib.machinery.ModuleSpec(name, _Missing())\n"
         "sys.meta_path.insert(0, _Block())\n")
-    env = dict(os.environ, OUT=str(tmp_path / "out"), CONFIG=str(cfg), STEPS="2", DEADLINE_S="1200", STEP_S="400",
+    env = dict(os.environ, OUT=str(tmp_path / "out"), CONFIG=str(cfg), STEPS="2", DEADLINE_S="1200", STEP_S="400", EXTRA_TRAIN="0",
                PYTHON=sys.executable, PYTHONPATH=f"{block}:{REPO}", OMP_NUM_THREADS="1")
     res = subprocess.run(["bash", str(REPO / "tools" / "bench-gpu.sh")], env=env, capture_output=True,
                          text=True, timeout=600)

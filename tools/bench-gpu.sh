@@ -6,6 +6,7 @@
 # Each step is cut at its share of the deadline, so a hang costs that step only.
 #   OUT=folder (default runs/bench-gpu)  CONFIG=trial or grid file  DEADLINE_S=450  STEPS=30
 #   STEP_S=seconds (each step's limit instead of its share; the CPU test's slow machine)
+#   EXTRA_TRAIN=0 (skip the compiled-blocks and gelu_new training runs that follow the main three)
 #   EXTRA="--set KEY=VALUE ..." (added to every bench run)
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -48,5 +49,9 @@ step() {  # step SECONDS NAME ARGS...: one bench run under min(SECONDS, time lef
 step 150 decode --parts decoding --profile
 step 90 decode-eager --parts decoding --no-decode-graphs
 step 150 train --parts training --steps "$STEPS" --profile
+if [ "${EXTRA_TRAIN:-1}" = 1 ]; then  # what decides two defaults (each runs only if time is left)
+  step 120 train-compile --parts training --steps "$STEPS" --set training.compile=true
+  step 60 train-gelu-new --parts training --steps "$STEPS" --set model.gelu=gelu_new
+fi
 echo "=== summary after ${SECONDS}s" | tee -a "$LOG"
 $PY -m l2kd.bench.summary "$OUT"/*.json 2>&1 | grep -v WARNING | tee -a "$LOG"
