@@ -160,11 +160,16 @@ def cmd_train(args: argparse.Namespace) -> int:
             store = TeacherStore(Path(args.teachers), on_damaged=args.damaged_teachers)
             teachers = stack.enter_context(TrialTeachers(store, cfg, args.teacher_workers, progress))
             start_teachers = teachers.start  # once the trial has checked its inputs
+        def on_event(name: str, **e) -> None:
+            _raise_if_signalled()
+            progress(name, **e)
+
         try:
-            result = run_trial(cfg, workdir, teachers=teachers, on_event=progress, resume=not args.fresh,
+            result = run_trial(cfg, workdir, teachers=teachers, on_event=on_event, resume=not args.fresh,
                                on_checked=start_teachers, tensorboard=not args.no_tensorboard)
         except ConfigError as e:  # a setting found wrong while the trial read its inputs: name the file
             raise e if e.where else ConfigError(str(e), where=args.config) from None
+        _raise_if_signalled()
     out.print(render_matrix(result, f"R: {cfg.name} ({cfg.method.name}, seed {cfg.seed})"))
     console.print(f"done in {time.perf_counter() - start:.1f} s; results: {workdir / 'results.json'}")
     return 0
@@ -1024,6 +1029,13 @@ _signalled: list[int] = []
 def _terminated(signum, frame) -> None:
     _signalled.append(signum)
     raise Terminated(signum)
+
+
+def _raise_if_signalled() -> None:
+    """Raise a signal's Terminated again: raised inside a finaliser (a `__del__` the garbage collector
+    ran when the signal came), Python prints it and goes on, and the command would not stop."""
+    if _signalled:
+        raise Terminated(_signalled[-1])
 
 
 if __name__ == "__main__":

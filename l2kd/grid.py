@@ -167,9 +167,30 @@ def _newest_checkpoint(tune_dir: str | None, workdir: Path) -> str | None:
 
     if tune_dir is None:
         return None
+    if not any(Path(tune_dir).iterdir()):  # recreated empty by _restore_missing_checkpoints
+        return None
     theirs = read_checkpoint(Path(tune_dir))
     ours = latest_checkpoint(workdir)
     return None if ours and ours.stages_done >= theirs.stages_done else tune_dir
+
+
+def _restore_missing_checkpoints(experiment: Path) -> list[Path]:
+    """Recreate, empty, the Tune checkpoint folders the experiment's snapshots name but a kill left
+    missing (num_to_keep=1 deletes the older one, and a driver killed before its next snapshot
+    leaves a snapshot naming it): Tune refuses to restore such a trial, while the cell's own
+    task-boundary checkpoint in its folder holds everything it needs (_newest_checkpoint)."""
+    import re
+
+    names = set()
+    for state in experiment.glob("experiment_state*.json"):
+        names |= set(re.findall(r"checkpoint_\d{6}", state.read_text(errors="replace")))
+    made = []
+    for trial_dir in (d for d in experiment.iterdir() if (d / "params.json").is_file()):  # Tune's trials
+        for name in sorted(names):
+            if not (trial_dir / name).exists():
+                (trial_dir / name).mkdir()
+                made.append(trial_dir / name)
+    return made
 
 
 def _cell_trainable(config: dict, *, cells: dict[str, dict], teacher_refs: dict[str, Any],
@@ -353,6 +374,7 @@ def run_cells(plan: Plan, cells: list[Cell], teacher_refs: dict[str, Any], emit:
                           stages={c.id: plan.status(c).stages for c in cells})
     if tune.Tuner.can_restore(str(path)):
         emit("restore", experiment=str(path))
+        _restore_missing_checkpoints(path)
         tuner = tune.Tuner.restore(str(path), trainable, resume_unfinished=True, resume_errored=True)
     else:
         tuner = tune.Tuner(

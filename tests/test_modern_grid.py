@@ -38,8 +38,11 @@ def test_the_modern_dry_run_needs_no_weights(tmp_path):
     res = subprocess.run([sys.executable, str(REPO / "cli.py"), "grid", "grids/modern.yaml", "--dry-run",
                           "--storage", str(tmp_path)], capture_output=True, text=True, cwd=REPO, env=env,
                          timeout=300)
-    assert res.returncode == 0, res.stderr[-2000:]
+    # the plan is printed whole; without the hub's weights (or here the classification data) a run
+    # would stop, which the dry run says in one line and exit code 2 (a pre-flight check)
+    assert res.returncode == 2, res.stderr[-2000:]
     assert "22 new cell(s)" in res.stdout and "cannot read the model inputs" in res.stdout
+    assert "a run would stop" in res.stderr
     assert not any(tmp_path.iterdir())  # a dry run writes nothing
 
 

@@ -118,7 +118,9 @@ def test_the_grid_command_names_a_damaged_teacher_in_its_dry_run_and_refuses_it(
     run = lambda *a: subprocess.run([sys.executable, str(REPO / "cli.py"), "grid", str(path), *a],  # noqa: E731
                                     capture_output=True, text=True, cwd=REPO, timeout=120)
     dry = run("--dry-run")
-    assert dry.returncode == 0 and "DAMAGED" in dry.stdout, dry.stdout + dry.stderr
+    # the dry run shows it and, as a pre-flight check, exits 2: a run would refuse it
+    assert dry.returncode == 2 and "DAMAGED" in dry.stdout, dry.stdout + dry.stderr
+    assert "a damaged teacher" in dry.stderr
     assert f"damaged teacher {folder.name}: {bad}: damaged" in " ".join(dry.stdout.split())
     res = run("--quiet")
     lines = [l for l in res.stderr.splitlines() if l.strip()]
