@@ -48,3 +48,20 @@ def tiny_trial(**over) -> dict:
             node = node.setdefault(p, {})
         node[parts[-1]] = value
     return cfg
+
+
+class InjectedCrash(RuntimeError):
+    """A fault a test injects into a trial (never raised by the code under test)."""
+
+
+def crash_in_stage(cfg, workdir, stage: int = 1) -> None:
+    """Run the trial `cfg` in `workdir` until its first step of stage `stage` (0-based) and fail it
+    there, as a killed or failed run would: what it finished before stays on disk."""
+    from l2kd.trial import run_trial
+
+    def fail(name, **e):
+        if name == "step" and e["stage"] == stage:
+            raise InjectedCrash("injected")
+
+    with pytest.raises(InjectedCrash):
+        run_trial(cfg, workdir, on_event=fail)

@@ -10,7 +10,7 @@ from l2kd.methods.o_lora import orthogonality_penalty
 from l2kd.trial import run_trial
 from l2kd.trialconfig import trial_config
 
-from conftest import tiny_trial
+from conftest import tiny_trial, crash_in_stage
 from test_backbones import BACKBONES
 
 
@@ -67,13 +67,7 @@ def test_each_task_trains_a_fresh_adapter_and_the_earlier_ones_stay_frozen(tmp_p
 def test_o_lora_resumes_with_the_same_R_and_o_lora_lamol_replays(tmp_path):
     cfg = o_lora_cfg()
     whole = run_trial(cfg, tmp_path / "whole")
-
-    def fail(name, **e):
-        if name == "step" and e["stage"] == 1:
-            raise RuntimeError("injected")
-
-    with pytest.raises(RuntimeError):
-        run_trial(cfg, tmp_path / "broken", on_event=fail)
+    crash_in_stage(cfg, tmp_path / "broken")
     resumed = run_trial(cfg, tmp_path / "broken")
     assert resumed.R == whole.R
     both = run_trial(o_lora_cfg("o_lora_lamol"), tmp_path / "lamol")

@@ -10,7 +10,7 @@ from l2kd.results import TrialResult
 from l2kd.trial import describe_eval, run_trial
 from l2kd.trialconfig import trial_config
 
-from conftest import REPO, tiny_trial
+from conftest import REPO, tiny_trial, crash_in_stage
 
 
 def cli(*args, env=None):
@@ -185,22 +185,11 @@ def test_a_folder_written_before_compute_and_tensorboard_resumes_and_reports(tmp
     import json
     import shutil
 
-    import pytest
-
     from l2kd.report import build_report
 
     cfg = trial_config(tiny_trial())
-
-    class Crash(RuntimeError):
-        pass
-
-    def fail_in_second_task(name, **e):
-        if name == "step" and e["stage"] == 1:
-            raise Crash("injected")
-
     work = tmp_path / "cells" / "old"
-    with pytest.raises(Crash):
-        run_trial(cfg, work, on_event=fail_in_second_task)
+    crash_in_stage(cfg, work)
     for f in [work / "results.json", work / "checkpoints" / "stage-00" / "state.json"]:
         d = json.loads(f.read_text())
         (d["result"] if "result" in d else d).pop("compute")

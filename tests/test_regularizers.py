@@ -9,7 +9,7 @@ from l2kd.methods import make_method
 from l2kd.methods.regularizers import _pad_rows
 from l2kd.trial import run_trial
 
-from conftest import tiny_trial
+from conftest import tiny_trial, crash_in_stage
 
 
 def test_quadratic_penalty_by_hand():
@@ -101,16 +101,7 @@ def test_ewc_resumes_with_the_same_penalty(tmp_path):
         return lambda name, **e: seen[key].append(e["terms"]) if name == "step" and e["stage"] == 1 else None
 
     whole = run_trial(cfg, tmp_path / "whole", on_event=record("whole"))
-
-    class Crash(RuntimeError):
-        pass
-
-    def fail(name, **e):
-        if name == "step" and e["stage"] == 1:
-            raise Crash()
-
-    with pytest.raises(Crash):
-        run_trial(cfg, tmp_path / "broken", on_event=fail)
+    crash_in_stage(cfg, tmp_path / "broken")
     resumed = run_trial(cfg, tmp_path / "broken", on_event=record("resumed"))
     assert resumed.R == whole.R
     check_state(tmp_path / "whole")

@@ -14,11 +14,9 @@ from l2kd.results import TrialResult
 from l2kd.tokenizer import Tokenizer
 from l2kd.trial import forward, run_trial
 
-from conftest import tiny_trial
+from conftest import tiny_trial, crash_in_stage
 
 
-class Crash(RuntimeError):
-    pass
 
 
 def test_same_config_and_seed_give_the_same_R(tmp_path):
@@ -46,13 +44,7 @@ def test_outputs_on_disk(tmp_path):
 def test_interrupted_trial_resumes_at_the_task_boundary_with_the_same_R(tmp_path):
     cfg = trial_config(tiny_trial())
     whole = run_trial(cfg, tmp_path / "whole")
-
-    def fail_in_second_task(name, **e):
-        if name == "step" and e["stage"] == 1:
-            raise Crash("injected")
-
-    with pytest.raises(Crash):
-        run_trial(cfg, tmp_path / "broken", on_event=fail_in_second_task)
+    crash_in_stage(cfg, tmp_path / "broken")
     partial = TrialResult.load(tmp_path / "broken")
     assert partial.stages_done == 1 and not partial.complete
     seen = []

@@ -16,21 +16,24 @@ task (drawn with a fixed seed), a Seq-KD answer its gold answer's. With those le
 from __future__ import annotations
 
 import copy
-import time
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
-from ..context import TrialContext
+from ..context import TrialContext, decode_settings
 from ..data import load_split
-from ..decode import DecodeSettings, DecodeStats, decode, pseudo_counts, row_keys
+from ..decode import DecodeSettings, DecodeStats, decode, decode_reference, pseudo_counts, row_keys
 from ..decode import loop as decode_loop
 from ..decode.settings import auto_tokens_per_batch, kv_bytes_per_position
 from ..methods import make_method
 from ..model import grow_embeddings
 from ..tokenizer import Tokenizer
+from .timing import timed, timed_warm
+
+if TYPE_CHECKING:  # the bench's set-up, passed in by run.py
+    from .run import BenchOptions, _Setup
 
 # how the decoder planned batches before it planned them by expected lengths (the default eval
 # settings of then, each row's worst-case budget, the host looking at every token, tasks one by one)
@@ -199,8 +202,7 @@ class Workload:
 
 
 def _settings(cfg, mode: str) -> DecodeSettings:
-    e = cfg.eval
-    return DecodeSettings(mode, e.top_k, e.temperature, e.tokens_per_batch, e.max_batch_size)
+    return replace(decode_settings(cfg), mode=mode)
 
 
 def _time_pass(model, p: Pass, cfg, device, amp_dtype, graphs: bool | None) -> tuple[float, DecodeStats]:
@@ -214,14 +216,8 @@ def _time_pass(model, p: Pass, cfg, device, amp_dtype, graphs: bool | None) -> t
         keys=row_keys(0, len(g["prompts"][:n]), torch.device("cpu")), stats=stats, graphs=graphs)
     run(g0, warm)  # allocations, kernel choice, graph captures of the common shapes
     stats = DecodeStats()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    t0 = time.perf_counter()
-    for g in p.groups:
-        run(g, stats=stats)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter() - t0, stats
+    _, seconds = timed(device, lambda: [run(g, stats=stats) for g in p.groups])
+    return seconds, stats
 
 
 def _bandwidth_bound_s(model, stats: DecodeStats, amp_dtype, device: torch.device) -> float | None:
@@ -318,4 +314,50 @@ def _split(group: dict[str, Any], sizes: list[int]) -> list[dict[str, Any]]:
     for n in sizes:
         out.append({k: (v[a:a + n] if isinstance(v, list) else v) for k, v in group.items()})
         a += n
+    return out
+
+
+# --------------------------------------------------------------------------- decoding rates against the reference's
+def generation(s: _Setup, opts: BenchOptions) -> dict[str, float]:
+    """Pseudo-sample generation: top-k from the task token alone, `gen_tokens` new tokens each."""
+    model = s.fresh_model().eval()
+    g = s.tok.task_id(s.task)
+    settings = replace(decode_settings(s.cfg), mode="top_k")
+    budget = min(opts.gen_tokens, s.max_len - 1)
+    fast_stats, ref_stats = DecodeStats(), DecodeStats()
+    gen = torch.Generator(device=s.device).manual_seed(0)
+    _, fast_dt = timed_warm(s.device, lambda: decode(
+        model, [[g]] * opts.gen_samples, budget, eos=-1, pad=s.tok.ids.pad, max_total=s.max_len,
+        settings=settings, device=s.device, amp_dtype=s.amp, generator=gen, stats=fast_stats), fast_stats)
+    _, ref_dt = timed_warm(s.device, lambda: [decode_reference(
+        model, [g], budget, eos=-1, max_total=s.max_len, settings=settings, device=s.device,
+        generator=gen, stats=ref_stats) for _ in range(opts.ref_gen_samples)], ref_stats)
+    fast, ref = fast_stats.new_tokens / fast_dt, ref_stats.new_tokens / ref_dt
+    return {"fast_tokens_per_s": fast, "reference_tokens_per_s": ref, "ratio": fast / ref,
+            "samples": opts.gen_samples, "tokens_each": budget}
+
+
+def evaluation(s: _Setup, opts: BenchOptions) -> dict[str, float]:
+    """Greedy answers to test prompts; the batched decoder must give the reference's outputs."""
+    model = s.fresh_model().eval()
+    prompts, budget = s.ctx.prompts(s.task)
+    prompts = prompts[: opts.eval_prompts]
+    settings = replace(decode_settings(s.cfg), mode="greedy")
+    fast_stats, ref_stats = DecodeStats(), DecodeStats()
+    outs, fast_dt = timed_warm(s.device, lambda: decode(
+        model, prompts, budget, eos=s.tok.ids.eos, pad=s.tok.ids.pad, max_total=s.max_len,
+        settings=settings, device=s.device, amp_dtype=s.amp, stats=fast_stats), fast_stats)
+    k = min(opts.ref_eval_prompts, len(prompts))
+    ref_outs, ref_dt = timed_warm(s.device, lambda: [decode_reference(
+        model, p, budget, eos=s.tok.ids.eos, max_total=s.max_len, settings=settings, device=s.device,
+        stats=ref_stats) for p in prompts[:k]], ref_stats)
+    fast, ref = fast_stats.new_tokens / fast_dt, ref_stats.new_tokens / max(ref_dt, 1e-9)
+    # bf16 can break a near-tie differently in a batch than alone; fp32 must agree exactly
+    same = sum(a == b for a, b in zip(outs[:k], ref_outs))
+    out = {"fast_tokens_per_s": fast, "reference_tokens_per_s": ref, "ratio": fast / ref if ref else 0.0,
+           "prompts": len(prompts), "answer_budget": budget, "identical_outputs": f"{same}/{k}"}
+    if s.device.type == "cuda":  # CUDA graphs replay the eager step's kernels: the same answers
+        eager = decode(model, prompts, budget, eos=s.tok.ids.eos, pad=s.tok.ids.pad, max_total=s.max_len,
+                       settings=settings, device=s.device, amp_dtype=s.amp, graphs=False)
+        out["graphs_match_eager"] = f"{sum(a == b for a, b in zip(outs, eager))}/{len(outs)}"
     return out

@@ -22,8 +22,7 @@ import contextlib
 import copy
 import logging
 import statistics
-import time
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
@@ -33,7 +32,6 @@ from ..config import MethodSpec, TrialConfig
 from ..context import TrialContext
 from ..data import load_split
 from ..data.batching import collate, paper_batch_size, paper_batches, token_batches
-from ..decode import DecodeSettings, DecodeStats, decode, decode_reference, pseudo_counts
 from ..engine import Engine
 from ..losses import ans_weighted
 from ..methods import make_method
@@ -43,6 +41,8 @@ from ..model import TargetLogits, build_model, n_positions
 from ..tokenizer import Tokenizer
 from ..trial import forward, resolve_device
 from . import decoding as decode_bench
+from .decoding import evaluation, generation
+from .timing import count_syncs, sync as _sync, timed as _timed  # noqa: F401 (count_syncs: re-exported)
 from .flops import device_name, peak_tflops, step_flops
 from .reference import ReferenceStep, reference_batch, row_lengths
 from .step import (KD_METHODS, MIB, kd_effective_ratio, padding_fraction, peak_bytes, saved_for_backward,
@@ -109,64 +109,6 @@ class BenchResult:
         from dataclasses import asdict
 
         return asdict(self)
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _timed(device: torch.device, fn: Callable[[], Any]) -> tuple[Any, float]:
-    _sync(device)
-    t0 = time.perf_counter()
-    out = fn()
-    _sync(device)
-    return out, time.perf_counter() - t0
-
-
-def count_syncs(device: torch.device, fn: Callable[[], Any]) -> tuple[int, list[str]] | None:
-    """How often `fn` makes the host wait for the GPU, and from which lines; None off a GPU, where
-    there is nothing to wait for. PyTorch's sync debug mode flags the waits inside operators (a read
-    of a value, a copy to pageable memory); a device-wide `torch.cuda.synchronize` goes past it, so
-    those calls are counted as well (DeepSpeed's throughput timer made two a step unseen)."""
-    if device.type != "cuda":
-        return None
-    import collections
-    import traceback
-    import warnings
-
-    device_wide: list[str] = []
-    real_synchronize = torch.cuda.synchronize
-
-    def counted_synchronize(*args, **kwargs):
-        # named by the first caller outside an accelerator wrapper (DeepSpeed calls it through one)
-        callers = [f for f in traceback.extract_stack()[:-1] if "accelerator" not in f.filename]
-        device_wide.append(f"{callers[-1].filename.rsplit('/', 1)[-1]}:{callers[-1].lineno}")
-        return real_synchronize(*args, **kwargs)
-
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        torch.cuda.set_sync_debug_mode("warn")
-        torch.cuda.synchronize = counted_synchronize
-        try:
-            fn()
-        finally:
-            torch.cuda.synchronize = real_synchronize
-            torch.cuda.set_sync_debug_mode("default")
-    hits = [f"{w.filename.rsplit('/', 1)[-1]}:{w.lineno}" for w in caught if "synchroniz" in str(w.message)]
-    sites = collections.Counter(hits + device_wide)
-    return len(hits) + len(device_wide), [f"{site} x{n}" for site, n in sites.most_common(5)]
-
-
-def _timed_warm(device: torch.device, fn: Callable[[], Any], stats: DecodeStats) -> tuple[Any, float]:
-    """`fn` once untimed, then timed, `stats` counting the timed pass only: a decoder meets a new shape
-    at every step (the KV cache grows), and on a GPU the first meeting of each builds attention plans
-    and picks kernels (a cold pass there was 10x slower than a warm one); a trial decodes the same
-    shapes batch after batch, so a cold pass would measure set-up, not decoding."""
-    fn()
-    for f in fields(stats):  # every counter back to zero, whatever DecodeStats counts
-        setattr(stats, f.name, f.default)
-    return _timed(device, fn)
 
 
 class _Setup:
@@ -330,57 +272,6 @@ def faithfulness(s: _Setup, plan: list[np.ndarray]) -> dict[str, float]:
             diffs.append(abs(float(fast) - float(slow)))
             values.append(float(slow))
     return {"batches": len(plan), "max_abs_diff": max(diffs), "mean_loss": statistics.fmean(values)}
-
-
-# --------------------------------------------------------------------------- decoding
-def generation(s: _Setup, opts: BenchOptions) -> dict[str, float]:
-    """Pseudo-sample generation: top-k from the task token alone, `gen_tokens` new tokens each."""
-    model = s.fresh_model().eval()
-    g = s.tok.task_id(s.task)
-    settings = replace_settings(s, "top_k")
-    budget = min(opts.gen_tokens, s.max_len - 1)
-    fast_stats, ref_stats = DecodeStats(), DecodeStats()
-    gen = torch.Generator(device=s.device).manual_seed(0)
-    _, fast_dt = _timed_warm(s.device, lambda: decode(
-        model, [[g]] * opts.gen_samples, budget, eos=-1, pad=s.tok.ids.pad, max_total=s.max_len,
-        settings=settings, device=s.device, amp_dtype=s.amp, generator=gen, stats=fast_stats), fast_stats)
-    _, ref_dt = _timed_warm(s.device, lambda: [decode_reference(
-        model, [g], budget, eos=-1, max_total=s.max_len, settings=settings, device=s.device,
-        generator=gen, stats=ref_stats) for _ in range(opts.ref_gen_samples)], ref_stats)
-    fast, ref = fast_stats.new_tokens / fast_dt, ref_stats.new_tokens / ref_dt
-    return {"fast_tokens_per_s": fast, "reference_tokens_per_s": ref, "ratio": fast / ref,
-            "samples": opts.gen_samples, "tokens_each": budget}
-
-
-def evaluation(s: _Setup, opts: BenchOptions) -> dict[str, float]:
-    """Greedy answers to test prompts; the batched decoder must give the reference's outputs."""
-    model = s.fresh_model().eval()
-    prompts, budget = s.ctx.prompts(s.task)
-    prompts = prompts[: opts.eval_prompts]
-    settings = replace_settings(s, "greedy")
-    fast_stats, ref_stats = DecodeStats(), DecodeStats()
-    outs, fast_dt = _timed_warm(s.device, lambda: decode(
-        model, prompts, budget, eos=s.tok.ids.eos, pad=s.tok.ids.pad, max_total=s.max_len,
-        settings=settings, device=s.device, amp_dtype=s.amp, stats=fast_stats), fast_stats)
-    k = min(opts.ref_eval_prompts, len(prompts))
-    ref_outs, ref_dt = _timed_warm(s.device, lambda: [decode_reference(
-        model, p, budget, eos=s.tok.ids.eos, max_total=s.max_len, settings=settings, device=s.device,
-        stats=ref_stats) for p in prompts[:k]], ref_stats)
-    fast, ref = fast_stats.new_tokens / fast_dt, ref_stats.new_tokens / max(ref_dt, 1e-9)
-    # bf16 can break a near-tie differently in a batch than alone; fp32 must agree exactly
-    same = sum(a == b for a, b in zip(outs[:k], ref_outs))
-    out = {"fast_tokens_per_s": fast, "reference_tokens_per_s": ref, "ratio": fast / ref if ref else 0.0,
-           "prompts": len(prompts), "answer_budget": budget, "identical_outputs": f"{same}/{k}"}
-    if s.device.type == "cuda":  # CUDA graphs replay the eager step's kernels: the same answers
-        eager = decode(model, prompts, budget, eos=s.tok.ids.eos, pad=s.tok.ids.pad, max_total=s.max_len,
-                       settings=settings, device=s.device, amp_dtype=s.amp, graphs=False)
-        out["graphs_match_eager"] = f"{sum(a == b for a, b in zip(outs, eager))}/{len(outs)}"
-    return out
-
-
-def replace_settings(s: _Setup, mode: str) -> DecodeSettings:
-    e = s.cfg.eval
-    return DecodeSettings(mode, e.top_k, e.temperature, e.tokens_per_batch, e.max_batch_size)
 
 
 # --------------------------------------------------------------------------- the whole trial
