@@ -67,5 +67,7 @@ def test_claims_grid_dry_run_against_a_tiny_base(tmp_path, capsys, monkeypatch):
     capsys.readouterr()
     assert cli.main(["grid", "claims.yaml", "--dry-run", "--storage", str(tmp_path / "grids")]) == 0
     text = " ".join(capsys.readouterr().out.split())
-    assert "cannot read" not in text and "30" in text
+    # 30 lifelong cells (2 orders x 5 methods x 3 seeds) and 3 multitask runs; the Single row is the
+    # 15 teachers themselves (5 tasks x 3 seeds)
+    assert "cannot read" not in text and "33 cells" in text and "train 15 teacher(s)" in text
     assert not (tmp_path / "grids").exists()  # a dry run writes nothing
