@@ -11,8 +11,8 @@ import os
 # it is set here, before any l2kd module imports torch; Ray workers a local Ray starts inherit it).
 # Why: a step over GPT-2's 50k vocabulary allocates and frees several batch x length x 50,257 float
 # tensors (logits, log-probabilities, a teacher's logits); above glibc's 32 MiB mmap ceiling each one is
-# a fresh mapping, faulted in 4 KiB at a time. On this project's 2-core CPU a Word-KD trial spent ~40 %
-# of its time in those page faults; 2 MiB pages cut the faults ~20x. Numerics are untouched.
+# a fresh mapping, faulted in 4 KiB at a time (docs/performance.md measures what that cost a Word-KD
+# trial on a CPU). Numerics are untouched.
 # THP_MEM_ALLOC_ENABLE=0 in the environment opts out.
 os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
 

@@ -11,8 +11,7 @@ copy) and the forward pass runs under autocast, so nothing is lost when a task e
 task's engine is built from the same weights.
 
 Three of DeepSpeed's per-step chores are turned off or done another way where they cost without
-doing anything (measured on an H100, the step there is bound by the host's kernel launches, see the
-README):
+doing anything (a single-GPU step is bound by the host's kernel launches; docs/performance.md):
 - its throughput timer, on unless configured off, synchronises the device twice in every step (see
   `ds_config`); we report speed ourselves.
 - at ZeRO stage 0 we clip the gradients ourselves, with PyTorch's foreach norm (a few kernels).

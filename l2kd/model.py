@@ -301,9 +301,9 @@ def head_logits(gpt2: GPT2LMHeadModel, hidden: torch.Tensor, align: int | None =
     for the matrix product (see `padded_head_weight`) and cut back after it; `weight`: the head's
     weight already padded (and cast), as a frozen model keeps it.
 
-    GPT-2's 50,257 words plus LAMOL's tokens are no multiple of 8: on an H100 the head's three
-    products (logits and both gradients) then ran on sm75 CUTLASS kernels at about 100 TFLOP/s,
-    20 ms of a 106 ms step. Padding the weight is a 77 MB copy; the logits are a view of the padded
+    GPT-2's 50,257 words plus LAMOL's tokens are no multiple of 8, which sends the head's three
+    products (logits and both gradients) to slow GEMM kernels on a GPU (docs/performance.md has the
+    profile). Padding the weight is a 77 MB copy; the logits are a view of the padded
     product with exactly the unpadded values, and the padding's gradient is dropped.
     Any other causal LM: its own output embeddings (with a bias, a LoRA or a soft cap where it has
     one), unpadded.
