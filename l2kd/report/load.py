@@ -84,7 +84,7 @@ class Trial:
         overrides on purpose (e.g. the paper's 27-epoch "Multi long" rows) are its own business."""
         return {k: v for k, v in self.config.items()
                 if k.split(".", 1)[0] in EXPERIMENT_SECTIONS + ("primary",) and k not in IGNORED_FIELDS
-                and k not in self.overridden}
+                and not _overridden(k, self.overridden)}
 
 
 # --------------------------------------------------------------------------- reading
@@ -97,6 +97,20 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             out[key] = v
     return out
+
+
+def overridden_fields(overrides: Any) -> frozenset[str]:
+    """The config fields a grid row's overrides set, as `section.key` prefixes: a row's section
+    replaces each key it names whole (gridspec's `trial_dict`), so a row that names `model.config`
+    owns every `model.config.*` field, the ones its config leaves out included."""
+    if not isinstance(overrides, dict):
+        return frozenset()
+    return frozenset(f"{section}.{key}" for section, keys in overrides.items() if isinstance(keys, dict)
+                     for key in keys)
+
+
+def _overridden(field_name: str, prefixes: frozenset[str]) -> bool:
+    return any(field_name == p or field_name.startswith(p + ".") for p in prefixes)
 
 
 def _read(path: Path, what: str) -> Any:
@@ -147,7 +161,7 @@ def load_trial(results_file: Path, run_dir: Path) -> Trial:
     return Trial(path=folder, rel=rel if rel != "." else folder.name, result=result, role=role,
                  base_label=base, order_id=order_id, seed=seed, config=config,
                  experiment_name=str(cell.get("experiment") or ""),
-                 overridden=frozenset(flatten(overrides)) if isinstance(overrides, dict) else frozenset())
+                 overridden=overridden_fields(overrides))
 
 
 def find_results(run_dir: Path, skip: Iterable[Path] = (), name: str = RESULTS_FILE) -> list[Path]:
@@ -234,7 +248,7 @@ def clashes(trials: list[Trial]) -> dict[str, dict[str, list[Trial]]]:
         for t, e in zip(trials, exps):
             # primary.<task> only exists where the task does; a missing task is not a clash, and a
             # field the trial's grid row overrides on purpose takes no part
-            if (f.startswith("primary.") and f not in e) or f in t.overridden:
+            if (f.startswith("primary.") and f not in e) or _overridden(f, t.overridden):
                 continue
             by_value[_show(e.get(f, "<unset>"))].append(t)
         if len(by_value) > 1:
