@@ -66,6 +66,7 @@ class SeqKDSoftParams(KDParams, SeqKDParams):
 
 
 # --------------------------------------------------------------------------- teachers
+SEQ_KD_SEED = "seq_kd"  # the seed label of a teacher's decoded answers (the store decodes them alike)
 TeacherSource = Union[Path, PackedCheckpoint]  # a teacher folder, or its weights in memory
 
 
@@ -222,6 +223,7 @@ def stage_diagnostics(ctx: TrialContext, teacher: TargetLogits, input_map: torch
 class _WordKD:
     """Word-KD losses and teacher handling; mixed into LAMOL-based methods."""
 
+    uses_teacher_logits = True
     cache = None  # the teacher's cached hidden states of the current stage (teacher_cache.py), if made
 
     def begin_training(self, ctx: TrialContext, tasks: tuple[str, ...]) -> None:
@@ -268,7 +270,7 @@ class _SeqKDData:
             check_aligned(distil, train, str(Path(ctx.cfg.data.distil_dir)))
             return distil
         return teacher_answers(ctx.teachers[task], train, self.p.decoding, device=ctx.device,
-                               amp_dtype=ctx.amp_dtype, seed=ctx.seed("seq_kd", task),
+                               amp_dtype=ctx.amp_dtype, seed=ctx.seed(SEQ_KD_SEED, task),
                                settings=ctx.decode_settings())
 
     def seq_kd_modes(self, cfg) -> tuple[str, ...]:
@@ -282,16 +284,13 @@ class _SeqKDData:
 class WordKD(_WordKD, Lamol):
     Params = KDParams
 
-    def teachers_needed(self, cfg) -> list[str]:
-        return list(cfg.tasks)
-
 
 @register("seq_kd")
 class SeqKD(_SeqKDData, Lamol):
     Params = SeqKDParams
 
     def teachers_needed(self, cfg) -> list[str]:
-        return [] if cfg.data.distil_dir else list(cfg.tasks)
+        return [] if cfg.data.distil_dir else super().teachers_needed(cfg)  # precomputed answers: none
 
     def end_stage(self, ctx, tasks):
         """The same diagnostics as Word-KD's, at T = 1 (Seq-KD learns the teacher's hard answers),
@@ -312,6 +311,3 @@ class SeqKD(_SeqKDData, Lamol):
 @register("seq_kd_soft")
 class SeqKDSoft(_WordKD, _SeqKDData, Lamol):
     Params = SeqKDSoftParams
-
-    def teachers_needed(self, cfg) -> list[str]:
-        return list(cfg.tasks)
