@@ -134,10 +134,10 @@ def test_the_decoder_loop_counts_forward_calls_by_hand():
 
 def test_the_bench_counts_and_times_the_whole_trials_decoding():
     from l2kd.bench.decoding import measure
-    from l2kd.bench.run import _Setup
+    from l2kd.bench.run import BenchSetup
 
     cfg = trial_config(tiny_trial(tasks=["synth.nlg", "synth.state", "synth.sentiment"]))
-    s = _Setup(cfg)
+    s = BenchSetup(cfg)
     d = measure(cfg, s.model, s.tok, s.max_len, s.device, s.amp)
     kinds = [p.kind for p in d.passes]
     assert kinds.count("evaluation") == 1 and kinds.count("pseudo") == 2  # before stages 2 and 3

@@ -39,6 +39,7 @@ from ..io import write_json
 from ..losses import grouped_means, kd_and_nll_each, weighted_nll
 from ..model import TargetLogits, n_positions, use_gelu
 from ..tokenizer import Tokenizer, clean_up_tokenization
+from .base import Method
 from .lamol import Lamol, LamolParams
 from .registry import register
 from .teacher_cache import TeacherCache
@@ -229,17 +230,22 @@ class _WordKD:
     def begin_training(self, ctx: TrialContext, tasks: tuple[str, ...]) -> None:
         (task,) = tasks
         source = ctx.teachers[task]
-        self.teacher, t_tok = load_teacher(source, ctx.device, ctx.amp_dtype, ctx.cfg.training.compile,
-                                          ctx.cfg.model.gelu)
+        teacher, t_tok = load_teacher(source, ctx.device, ctx.amp_dtype, ctx.cfg.training.compile,
+                                      ctx.cfg.model.gelu)
         in_map, col_map = vocabulary_maps(ctx.tokenizer, t_tok, task, str(teacher_folder(source)))
-        self.input_map, self.col_map = in_map.to(ctx.device), col_map.to(ctx.device)
-        self.cache = None
+        self.use_teacher(teacher, in_map.to(ctx.device), col_map.to(ctx.device))
         if ctx.cfg.training.epochs > 1:  # made once, it pays from the second epoch on
             rows = [r for r in self.train_rows(ctx, tasks) if not r.is_pseudo]
             self.cache = TeacherCache.build(
                 self.teacher, self.input_map, rows, budget_mib=self.p.teacher_cache_mib,
                 pad=ctx.tokenizer.ids.pad, with_lm=self.uses_lm, device=ctx.device, amp_dtype=ctx.amp_dtype,
                 tokens_per_batch=ctx.cfg.training.tokens_per_batch)
+
+    def use_teacher(self, teacher, input_map: torch.Tensor, col_map: torch.Tensor,
+                    cache: TeacherCache | None = None) -> None:
+        """The stage's teacher (a frozen TargetLogits), its vocabulary maps and its cache, if made:
+        what loss_terms reads (begin_training loads them; the bench hands in its own)."""
+        self.teacher, self.input_map, self.col_map, self.cache = teacher, input_map, col_map, cache
 
     def loss_terms(self, ctx, batch, logits):
         if batch.n_pseudo == batch.n_examples:
@@ -283,6 +289,17 @@ class _SeqKDData:
 @register("word_kd")
 class WordKD(_WordKD, Lamol):
     Params = KDParams
+
+
+def bench_steps(method: Method) -> tuple[Method, _WordKD]:
+    """The two steps `cli.py bench` times for a trial of `method`: its step without a teacher (its
+    own; a Word-KD method's is the LAMOL step whose cross-entropy the KL replaces) and a Word-KD
+    step, which gives a teacher's cost (its own, at its temperature; for any other method Word-KD
+    with that method's LM settings, since a grid's KD cells are costed from it)."""
+    lm = {k: v for k, v in method.p.model_dump().items() if k in LamolParams.model_fields}
+    if isinstance(method, _WordKD):
+        return Lamol(LamolParams(**lm)), method
+    return method, WordKD(KDParams(**lm))
 
 
 @register("seq_kd")
