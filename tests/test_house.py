@@ -83,3 +83,22 @@ def test_the_check_sees_each_way_of_matching_a_name():
         assert {c.value for c in deciding_strings(ast.parse(src))} & set(METHODS), src
     # a name passed as data (a seed label, a message) decides nothing
     assert not deciding_strings(ast.parse('seed("seq_kd", t); log.info("lamol")'))
+
+
+def test_every_registered_method_has_its_facts_and_the_class_answers_from_them():
+    from l2kd.methods import FACTS, kd_methods, method_class
+
+    assert set(FACTS) == set(METHODS)
+    for name in METHODS:
+        cls = method_class(name)
+        assert (cls.kind(), cls.display_name(), cls.needs_teachers()) == \
+            (FACTS[name].kind, FACTS[name].display_name, FACTS[name].teachers)
+    assert all(method_class(m).needs_teachers() for m in kd_methods())
+
+
+def test_the_report_asks_the_methods_without_importing_torch():
+    import subprocess
+    import sys
+
+    code = "import sys, l2kd.report; sys.exit('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], cwd=REPO).returncode == 0
