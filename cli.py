@@ -138,7 +138,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from l2kd.methods import make_method
     from l2kd.trial_teachers import TrialTeachers
     from l2kd.teachers import TeacherStore
-    from l2kd.trial import run_trial
+    from l2kd.trial import run_trial, set_up_trial
 
     cfg = load_trial_config(args.config, args.set)
     workdir = Path(args.out or Path("runs") / (cfg.name or "trial"))
@@ -146,18 +146,20 @@ def cmd_train(args: argparse.Namespace) -> int:
         shutil.rmtree(workdir)
     start = time.perf_counter()
     with TrialProgress(args.quiet) as progress, contextlib.ExitStack() as stack:
-        teachers, start_teachers = {}, None
+        teachers = {}
         if make_method(cfg.method).teachers_needed(cfg):
             store = TeacherStore(Path(args.teachers), on_damaged=args.damaged_teachers)
             teachers = stack.enter_context(TrialTeachers(store, cfg, args.teacher_workers, progress))
-            start_teachers = teachers.start  # once the trial has checked its inputs
         def on_event(name: str, **e) -> None:
             _raise_if_signalled()
             progress(name, **e)
 
-        try:
-            result = run_trial(cfg, workdir, teachers=teachers, on_event=on_event, resume=not args.fresh,
-                               on_checked=start_teachers, tensorboard=not args.no_tensorboard)
+        try:  # check every input, then start the teachers (a bad input trains none), then train
+            setup = set_up_trial(cfg, workdir, resume=not args.fresh)
+            if isinstance(teachers, TrialTeachers):
+                teachers.start()
+            result = run_trial(cfg, workdir, teachers=teachers, on_event=on_event, setup=setup,
+                               tensorboard=not args.no_tensorboard)
         except ConfigError as e:  # a setting found wrong while the trial read its inputs: name the file
             raise e if e.where else ConfigError(str(e), where=args.config) from None
         _raise_if_signalled()

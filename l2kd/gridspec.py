@@ -36,7 +36,7 @@ from pydantic import Field, field_validator, model_validator
 from .config import (DataConfig, EvalConfig, MethodSpec, ModelConfig, Strict, TrainingConfig,
                      load_yaml, validate)
 from .errors import ConfigError
-from .methods import make_method, method_params
+from .methods import SINGLE, kind_of, make_method, method_params
 from .tasks import TASKS, short_name
 from .trialconfig import trial_config
 
@@ -322,13 +322,13 @@ def _check_cells(spec: GridSpec) -> None:
             trial_config(spec.trial_dict(exp, entry, orders[0].tasks, spec.seeds[0], "check"), where)
         for k, entry in enumerate(spec.references):
             where = f"{spec.source}: references[{k}] ({entry.label})"
-            tasks = tuple(exp.tasks[:1]) if entry.name == "single" else tuple(exp.tasks)
+            tasks = tuple(exp.tasks[:1]) if kind_of(entry.name) == SINGLE else tuple(exp.tasks)
             trial_config(spec.trial_dict(exp, entry, tasks, spec.seeds[0], "check"), where)
 
 
 def is_order_free(entry: MethodEntry, tasks: list[str]) -> bool:
     """A method that trains all tasks in one stage (multitask and its variants) ignores the order."""
-    if entry.name == "single":
+    if kind_of(entry.name) == SINGLE:
         return True
     method = make_method(MethodSpec(name=entry.name, params=entry.params))
     return len(tasks) > 1 and len(method.stages(list(tasks))) == 1

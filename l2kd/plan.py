@@ -29,7 +29,7 @@ from .decode import pseudo_counts
 from .errors import ArtifactError, ConfigError, DataError, UserError
 from .gridspec import Experiment, GridSpec, MethodEntry, is_order_free
 from .io import read_json, writable_problem
-from .methods import make_method
+from .methods import SINGLE, kind_of, make_method
 from .results import RESULTS_FILE
 from .tasks import short_name
 from .teachers import MANIFEST, TeacherStore, damaged_error, teacher_damage
@@ -219,12 +219,12 @@ def build_plan(spec: GridSpec, *, strict_data: bool = True) -> Plan:
                 for entry in spec.methods:
                     add(exp, entry, order.id, order.tasks, seed, False)
             for entry in spec.references:
-                if entry.name == "single" and _is_teacher(entry):
+                if kind_of(entry.name) == SINGLE and _is_teacher(entry):
                     for task in exp.tasks:  # the Single (QA+LM) row is the task's teacher itself
                         base = trial_config(spec.trial_dict(exp, entry, (task,), seed, "single"), spec.source)
                         check_inputs(base, spec.source)
                         teacher(base, task, None, (), True)
-                elif entry.name == "single":
+                elif kind_of(entry.name) == SINGLE:
                     for task in exp.tasks:
                         add(exp, entry, short_name(task), (task,), seed, True)
                 else:

@@ -35,8 +35,8 @@ from .context import decode_settings, derive_seed
 from .data import load_split, split_path
 from .errors import ArtifactError
 from .io import file_in_the_way, file_sha256, read_json, stable_hash, write_json
-from .methods import make_method, method_params
-from .methods.kd import distil_file, teacher_answers
+from .methods import TEACHER, make_method, method_params
+from .methods.kd import SEQ_KD_SEED, distil_file, teacher_answers
 from .model import TargetLogits, n_positions
 from .tokenizer import Tokenizer
 from .trial import resolve_device, run_trial
@@ -51,7 +51,7 @@ def teacher_config(cfg: TrialConfig, task: str) -> TrialConfig:
     student = method_params(cfg.method).model_dump()
     d = cfg.to_dict()
     d.update(name=f"teacher-{task}", tasks=[task],
-             method={"name": "single", **{k: student[k] for k in ("lm_lambda", "ans_weight") if k in student}})
+             method={"name": TEACHER, **{k: student[k] for k in ("lm_lambda", "ans_weight") if k in student}})
     d["eval"].update(every_epoch=False, before_training=False)
     d["data"]["distil_dir"] = None
     return trial_config(d, f"teacher of {task}")
@@ -276,7 +276,7 @@ def make_seq_kd_data(tcfg: TrialConfig, task: str, folder: Path, mode: str) -> P
     device, _, amp_dtype = resolve_device(tcfg.training)
     train = load_split(task, "train", tcfg.data)
     teacher_answers(folder, train, mode, device=device, amp_dtype=amp_dtype,
-                    seed=derive_seed(tcfg.seed, "seq_kd", task), settings=decode_settings(tcfg))
+                    seed=derive_seed(tcfg.seed, SEQ_KD_SEED, task), settings=decode_settings(tcfg))
     return distil_file(folder, mode)
 
 

@@ -14,6 +14,7 @@ import copy
 import logging
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
@@ -236,31 +237,43 @@ def _resume_point(cfg: TrialConfig, workdir: Path, resume_from: Path | None) -> 
     return ckpt
 
 
-def run_trial(cfg: TrialConfig, workdir: str | Path, *, teachers: Mapping[str, Any] | None = None,
-              on_event: EventFn | None = None, resume: bool = True,
-              resume_from: str | Path | None = None,
-              on_checked: Callable[[], None] | None = None, tensorboard: bool = True) -> TrialResult:
-    """Run (or continue) one trial in `workdir` and return its result.
+@dataclass
+class TrialSetup:
+    """What a trial has read and checked before it writes anything: its device, method, data,
+    tokenizer and model (fresh, or its checkpoint's) and the result so far. `run_trial` trains from
+    it; `cli.py bench` measures the same step on it."""
 
-    `on_checked` is called once every input has been checked, before anything is written
-    (`cli.py train` starts the teachers there, so a bad input trains none). `tensorboard`: write
-    TensorBoard event files under WORKDIR/tensorboard (l2kd.tracking)."""
-    workdir = Path(workdir)
-    emit = _logged(on_event or (lambda *a, **k: None))
-    teachers = {} if teachers is None else teachers  # not `or {}`: an empty mapping may still be filling
+    cfg: TrialConfig
+    device: torch.device
+    precision: str
+    amp_dtype: torch.dtype | None
+    method: Method
+    stages: list[tuple[str, ...]]
+    train: dict
+    test: dict
+    tokenizer: Tokenizer
+    model: torch.nn.Module
+    result: TrialResult
+    ckpt: Checkpoint | None = None
+
+    def context(self, teachers: Mapping[str, Any], emit: EventFn) -> TrialContext:
+        return TrialContext(cfg=self.cfg, tokenizer=self.tokenizer, device=self.device,
+                            amp_dtype=self.amp_dtype, max_len=n_positions(self.model), train=self.train,
+                            test=self.test, teachers=teachers, emit=emit, model=self.model)
+
+
+def set_up_trial(cfg: TrialConfig, workdir: str | Path | None = None, *, resume: bool = True,
+                 resume_from: str | Path | None = None) -> TrialSetup:
+    """Read and check every input of the trial in `workdir` (data, the checkpoint it resumes from,
+    tokenizer, model); nothing is written. Without `workdir`: a fresh trial's set-up."""
     device, precision, amp_dtype = resolve_device(cfg.training)
     if cfg.training.threads:
         torch.set_num_threads(cfg.training.threads)
     method = make_method(cfg.method)
-    stages = method.stages(cfg.tasks)
-    # every input is read and checked (data, checkpoint, teachers, tokenizer, model) before anything
-    # is written
     train, test = _load_data(cfg)
-    ckpt = _resume_point(cfg, workdir, Path(resume_from) if resume_from else None) if resume else None
-    missing = [t for t in method.teachers_needed(cfg) if t not in teachers]
-    if missing and not (ckpt and ckpt.complete):  # a finished trial needs no teachers
-        raise ArtifactError(f"method {cfg.method.name}: no teacher for {', '.join(missing)}; "
-                            "train teachers first (cli.py train does so itself)")
+    ckpt = None
+    if resume and (workdir is not None or resume_from):
+        ckpt = _resume_point(cfg, Path(workdir or "."), Path(resume_from) if resume_from else None)
     if ckpt:
         tokenizer, model, result = ckpt.tokenizer(), ckpt.model(), ckpt.result
     else:
@@ -268,104 +281,147 @@ def run_trial(cfg: TrialConfig, workdir: str | Path, *, teachers: Mapping[str, A
         model = build_model(cfg.model, tokenizer, cfg.seed)
         result = _new_result(cfg, method)
     use_gelu(model, cfg.model.gelu)  # a resumed model too: its folder may predate the setting
-    if on_checked:
-        on_checked()
-    emit("start", trial=cfg.name, method=cfg.method.name, tasks=list(cfg.tasks), seed=cfg.seed,
-         workdir=workdir, device=str(device), precision=precision)
+    return TrialSetup(cfg, device, precision, amp_dtype, method, method.stages(cfg.tasks), train, test,
+                      tokenizer, model, result, ckpt)
+
+
+def check_teachers(setup: TrialSetup, teachers: Mapping[str, Any]) -> None:
+    missing = [t for t in setup.method.teachers_needed(setup.cfg) if t not in teachers]
+    if missing and not (setup.ckpt and setup.ckpt.complete):  # a finished trial needs no teachers
+        raise ArtifactError(f"method {setup.cfg.method.name}: no teacher for {', '.join(missing)}; "
+                            "train teachers first (cli.py train does so itself)")
+
+
+def _prepare_folder(workdir: Path, cfg: TrialConfig) -> None:
     workdir.mkdir(parents=True, exist_ok=True)
     remove_leftovers(workdir, dirs_in=(CHECKPOINTS,))  # of a run killed while writing
     write_text(workdir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 
+
+def _announce_resume(setup: TrialSetup, workdir: Path, emit: EventFn) -> None:
+    ckpt, n = setup.ckpt, len(setup.stages)
+    if ckpt and ckpt.complete:
+        log.info("%s: already complete (%d stages)", workdir, ckpt.stages_done)
+        emit("resume", stages_done=ckpt.stages_done, stages=n, complete=True)
+    elif ckpt:
+        setup.method.load_state_dict(ckpt.method_state())
+        log.info("resuming %s after stage %d of %d", workdir, ckpt.stages_done, n)
+        emit("resume", stages_done=ckpt.stages_done, stages=n, complete=False)
+
+
+def _evaluate_untrained(ctx: TrialContext, setup: TrialSetup, meter: ComputeMeter, workdir: Path) -> None:
+    result = setup.result
+    if result.baseline is None and setup.cfg.eval.before_training and not setup.ckpt:
+        with meter.phase("eval"):
+            result.baseline, preds = evaluate_all(ctx, setup.model, "initial")
+        for task, records in preds.items():  # kept for rescoring (l2kd.rescore)
+            write_jsonl(predictions_dir(workdir, None) / f"{task}.jsonl", records)
+
+
+def _run_stage(s: int, ctx: TrialContext, setup: TrialSetup, meter: ComputeMeter, workdir: Path) -> None:
+    """Stage `s`: replay, train, evaluate every task, then predictions, checkpoint and results."""
+    cfg, method, tokenizer, result, stages = setup.cfg, setup.method, setup.tokenizer, setup.result, setup.stages
+    device, precision, model, emit = setup.device, setup.precision, setup.model, ctx.emit
+    tasks = stages[s]
+    ctx.stage = s
+    torch.manual_seed(ctx.seed("dropout", s))
+    emit("stage_start", stage=s, stages=len(stages), tasks=list(tasks))
+    log.info("stage %d/%d (%s): started", s + 1, len(stages), "+".join(tasks))
+    stage_t0 = time.perf_counter()
+    timing: dict[str, float] = {}
+    t0 = time.perf_counter()
+    with meter.phase("pseudo"):
+        replay_rows, replay_info = method.replay(ctx, tasks)
+    timing["replay_s"] = time.perf_counter() - t0
+    for task in tasks:
+        tokenizer.add_task(task)
+    grow_embeddings(model, len(tokenizer), cfg.seed)
+    model.to(device)
+    # Seq-KD swaps in its teacher's answers here (decoded now unless precomputed)
+    with meter.phase("teacher" if method.teachers_needed(cfg) else "train"):
+        rows = method.train_rows(ctx, tasks) + replay_rows
+    if replay_info:
+        emit("replay", stage=s, **{k: v for k, v in replay_info.items() if k != "samples"})
+
+    t0 = time.perf_counter()
+    epoch_t0 = [t0]
+    with meter.phase("train"):
+        method.prepare_model(ctx, model)
+        engine = Engine(model, cfg.training, precision, device)
+        ctx.model = engine.module
+        method.begin_training(ctx, tasks)
+
+        def epoch_end(epoch: int) -> None:
+            log.info("stage %d/%d, epoch %d/%d: done in %.1f s", s + 1, len(stages), epoch,
+                     cfg.training.epochs, time.perf_counter() - epoch_t0[0])
+            if cfg.eval.every_epoch:
+                with meter.phase("eval"):
+                    scores, _ = evaluate_all(ctx, engine.module, f"stage{s}-epoch{epoch}")
+                result.curves.append({"stage": s, "epoch": epoch, "scores": scores})
+            epoch_t0[0] = time.perf_counter()
+
+        train_info = train_stage(ctx, method, engine, rows, tasks, epoch_end)
+        info = {"tasks": list(tasks), "train": train_info, **method.end_stage(ctx, tasks)}
+        model = setup.model = engine.module
+        engine.close()
+    timing["train_s"] = time.perf_counter() - t0
+    meter.trained(train_info["tokens"])
+
+    t0 = time.perf_counter()
+    with meter.phase("eval"):
+        scores, preds = evaluate_all(ctx, model, f"stage{s}")
+    timing["eval_s"] = time.perf_counter() - t0
+    info["timing"] = timing
+    if replay_info:
+        info["replay"] = {k: v for k, v in replay_info.items() if k != "samples"}
+        write_jsonl(workdir / "pseudo" / f"stage-{s:02d}.jsonl", replay_info.get("samples", []))
+    for task, records in preds.items():
+        write_jsonl(predictions_dir(workdir, s) / f"{task}.jsonl", records)
+    result.add_stage(scores, info)
+    result.complete = result.stages_done == len(stages)
+    path = save_checkpoint(workdir, model, tokenizer, method.state_dict(), result)
+    log.info("checkpoint after stage %d written: %s", s + 1, path)
+    result.save(workdir)
+    log.info("stage %d/%d (%s): finished in %.1f s; R row %s", s + 1, len(stages), "+".join(tasks),
+             time.perf_counter() - stage_t0, ", ".join(f"{v:.2f}" for v in result.R[-1]))
+    emit("stage_end", stage=s, stages=len(stages), tasks=list(tasks), scores=scores,
+         R_row=result.R[-1], checkpoint=path, result=result)
+
+
+def run_trial(cfg: TrialConfig, workdir: str | Path, *, teachers: Mapping[str, Any] | None = None,
+              on_event: EventFn | None = None, resume: bool = True,
+              resume_from: str | Path | None = None, tensorboard: bool = True,
+              setup: TrialSetup | None = None) -> TrialResult:
+    """Run (or continue) one trial in `workdir` and return its result.
+
+    `setup`: the trial's inputs as `set_up_trial` read and checked them (`cli.py train` checks them
+    first, then starts the teachers, then runs the trial); read here when not given. `tensorboard`:
+    write TensorBoard event files under WORKDIR/tensorboard (l2kd.tracking)."""
+    workdir = Path(workdir)
+    emit = _logged(on_event or (lambda *a, **k: None))
+    teachers = {} if teachers is None else teachers  # not `or {}`: an empty mapping may still be filling
+    # every input is read and checked (data, checkpoint, teachers, tokenizer, model) before anything
+    # is written
+    setup = setup or set_up_trial(cfg, workdir, resume=resume, resume_from=resume_from)
+    check_teachers(setup, teachers)
+    result, stages, ckpt = setup.result, setup.stages, setup.ckpt
+    emit("start", trial=cfg.name, method=cfg.method.name, tasks=list(cfg.tasks), seed=cfg.seed,
+         workdir=workdir, device=str(setup.device), precision=setup.precision)
+    _prepare_folder(workdir, cfg)
     board = None
     if tensorboard and result.stages_done < len(stages):
         board = tensorboard_listener(workdir, sum(i["train"]["steps"] for i in result.stage_info))
         emit = fan_out(emit, board)
     with trial_log(workdir), contextlib.closing(board) if board else contextlib.nullcontext():
-        if ckpt and ckpt.complete:
-            log.info("%s: already complete (%d stages)", workdir, ckpt.stages_done)
-            emit("resume", stages_done=ckpt.stages_done, stages=len(stages), complete=True)
-        elif ckpt:
-            method.load_state_dict(ckpt.method_state())
-            log.info("resuming %s after stage %d of %d", workdir, ckpt.stages_done, len(stages))
-            emit("resume", stages_done=ckpt.stages_done, stages=len(stages), complete=False)
-        model.to(device)
-        ctx = TrialContext(cfg=cfg, tokenizer=tokenizer, device=device, amp_dtype=amp_dtype,
-                           max_len=n_positions(model), train=train, test=test,
-                           teachers=teachers, emit=emit, model=model)
+        _announce_resume(setup, workdir, emit)
+        setup.model.to(setup.device)
+        ctx = setup.context(teachers, emit)
         log.info("trial %s: %s on %s, %s, %s", result.name, cfg.method.name, " -> ".join(cfg.tasks),
-                 device, precision)
-        meter = ComputeMeter(result.compute, device, ctx.decode_stats)
-        if result.baseline is None and cfg.eval.before_training and not ckpt:
-            with meter.phase("eval"):
-                result.baseline, preds = evaluate_all(ctx, model, "initial")
-            for task, records in preds.items():  # kept for rescoring (l2kd.rescore)
-                write_jsonl(predictions_dir(workdir, None) / f"{task}.jsonl", records)
-
+                 setup.device, setup.precision)
+        meter = ComputeMeter(result.compute, setup.device, ctx.decode_stats)
+        _evaluate_untrained(ctx, setup, meter, workdir)
         for s in range(result.stages_done, len(stages)):
-            tasks = stages[s]
-            ctx.stage = s
-            torch.manual_seed(ctx.seed("dropout", s))
-            emit("stage_start", stage=s, stages=len(stages), tasks=list(tasks))
-            log.info("stage %d/%d (%s): started", s + 1, len(stages), "+".join(tasks))
-            stage_t0 = time.perf_counter()
-            timing: dict[str, float] = {}
-            t0 = time.perf_counter()
-            with meter.phase("pseudo"):
-                replay_rows, replay_info = method.replay(ctx, tasks)
-            timing["replay_s"] = time.perf_counter() - t0
-            for task in tasks:
-                tokenizer.add_task(task)
-            grow_embeddings(model, len(tokenizer), cfg.seed)
-            model.to(device)
-            # Seq-KD swaps in its teacher's answers here (decoded now unless precomputed)
-            with meter.phase("teacher" if method.teachers_needed(cfg) else "train"):
-                rows = method.train_rows(ctx, tasks) + replay_rows
-            if replay_info:
-                emit("replay", stage=s, **{k: v for k, v in replay_info.items() if k != "samples"})
-
-            t0 = time.perf_counter()
-            epoch_t0 = [t0]
-            with meter.phase("train"):
-                method.prepare_model(ctx, model)
-                engine = Engine(model, cfg.training, precision, device)
-                ctx.model = engine.module
-                method.begin_training(ctx, tasks)
-
-                def epoch_end(epoch: int) -> None:
-                    log.info("stage %d/%d, epoch %d/%d: done in %.1f s", s + 1, len(stages), epoch,
-                             cfg.training.epochs, time.perf_counter() - epoch_t0[0])
-                    if cfg.eval.every_epoch:
-                        with meter.phase("eval"):
-                            scores, _ = evaluate_all(ctx, engine.module, f"stage{s}-epoch{epoch}")
-                        result.curves.append({"stage": s, "epoch": epoch, "scores": scores})
-                    epoch_t0[0] = time.perf_counter()
-
-                train_info = train_stage(ctx, method, engine, rows, tasks, epoch_end)
-                info = {"tasks": list(tasks), "train": train_info, **method.end_stage(ctx, tasks)}
-                model = engine.module
-                engine.close()
-            timing["train_s"] = time.perf_counter() - t0
-            meter.trained(train_info["tokens"])
-
-            t0 = time.perf_counter()
-            with meter.phase("eval"):
-                scores, preds = evaluate_all(ctx, model, f"stage{s}")
-            timing["eval_s"] = time.perf_counter() - t0
-            info["timing"] = timing
-            if replay_info:
-                info["replay"] = {k: v for k, v in replay_info.items() if k != "samples"}
-                write_jsonl(workdir / "pseudo" / f"stage-{s:02d}.jsonl", replay_info.get("samples", []))
-            for task, records in preds.items():
-                write_jsonl(predictions_dir(workdir, s) / f"{task}.jsonl", records)
-            result.add_stage(scores, info)
-            result.complete = result.stages_done == len(stages)
-            path = save_checkpoint(workdir, model, tokenizer, method.state_dict(), result)
-            log.info("checkpoint after stage %d written: %s", s + 1, path)
-            result.save(workdir)
-            log.info("stage %d/%d (%s): finished in %.1f s; R row %s", s + 1, len(stages), "+".join(tasks),
-                     time.perf_counter() - stage_t0, ", ".join(f"{v:.2f}" for v in result.R[-1]))
-            emit("stage_end", stage=s, stages=len(stages), tasks=list(tasks), scores=scores,
-                 R_row=result.R[-1], checkpoint=path, result=result)
+            _run_stage(s, ctx, setup, meter, workdir)
         if result.stages_done == (ckpt.stages_done if ckpt else 0):
             # nothing left to run: the checkpoint holds the truth, and results.json, written after
             # it, may lag it (a run killed between the two writes): rewritten only then

@@ -1,8 +1,8 @@
 """The teachers of one trial (`cli.py train`): found on disk, or trained first, or in the background.
 
-`start()`, which `run_trial` calls once every input is checked (so a bad input trains nothing),
-trains the teachers not yet on disk: with `workers=0` all of them, in this process, before it
-returns; with `workers=N`, in task order, N at a time, each in a spawned process of its own (its own
+`start()`, which `cli.py train` calls once the trial has checked every input (so a bad input
+trains nothing), trains the teachers not yet on disk: with `workers=0` all of them, in this process,
+before it returns; with `workers=N`, in task order, N at a time, each in a spawned process of its own (its own
 DeepSpeed group on its own port; CUDA does not survive a fork), while the student runs. A KD student
 needs task t's teacher only when its stage t begins (Word-KD's teacher, Seq-KD's decoded answers),
 so a lookup waits for that teacher only. Where one process leaves the device partly idle (a small
@@ -71,7 +71,7 @@ def _as_error(task: str, kind: str, message: str, output: Path) -> Exception:
 
 
 class TrialTeachers(Mapping):
-    """task -> teacher folder, for `run_trial(teachers=t, on_checked=t.start)`.
+    """task -> teacher folder, for `run_trial(teachers=t)` once `t.start()` has run.
 
     Use as a context manager: leaving stops background teachers still running (after an error in the
     student), so a failed or interrupted run exits at once; a teacher stopped mid-training is

@@ -134,10 +134,10 @@ def test_the_decoder_loop_counts_forward_calls_by_hand():
 
 def test_the_bench_counts_and_times_the_whole_trials_decoding():
     from l2kd.bench.decoding import measure
-    from l2kd.bench.run import _Setup
+    from l2kd.bench.run import BenchSetup
 
     cfg = trial_config(tiny_trial(tasks=["synth.nlg", "synth.state", "synth.sentiment"]))
-    s = _Setup(cfg)
+    s = BenchSetup(cfg)
     d = measure(cfg, s.model, s.tok, s.max_len, s.device, s.amp)
     kinds = [p.kind for p in d.passes]
     assert kinds.count("evaluation") == 1 and kinds.count("pseudo") == 2  # before stages 2 and 3
@@ -163,3 +163,34 @@ def test_cli_bench_of_a_grid_projects_the_whole_grid(tmp_path):
     grid = json.loads((tmp_path / "b.json").read_text())["grid"]
     assert grid["cells"] == 1 and grid["training_s"] > 0 and grid["unknown"] == 0
     assert "projected grid training" in res.stdout and "GELU" in res.stdout
+
+
+def test_the_bench_times_the_configured_methods_step():
+    """The fast path runs the configured method's hooks and loss (the trial's set-up, no copy); a
+    teacher's cost is timed on a Word-KD step at the configured temperature."""
+    from l2kd.bench.run import BenchSetup, fast_path
+    from l2kd.methods.kd import WordKD
+    from l2kd.methods.lamol import Lamol
+    from l2kd.methods.regularizers import EWC
+
+    opts = BenchOptions(steps=1, warmup=1)
+    kd = BenchSetup(trial_config(tiny_trial(method={"name": "word_kd", "temperature": 3.0, "lm_lambda": 0.5})))
+    plain, with_teacher = kd.step_method(False), kd.step_method(True)
+    assert isinstance(plain, Lamol) and not isinstance(plain, WordKD) and plain.p.lm_lambda == 0.5
+    assert isinstance(with_teacher, WordKD) and with_teacher.p.temperature == 3.0
+    ewc = BenchSetup(trial_config(tiny_trial(method="ewc")))
+    assert isinstance(ewc.step_method(False), EWC) and ewc.step_method(True).p.temperature == 2.0
+    assert not ewc.with_lm  # EWC trains the QA loss only: batches without LM rows, as the trial's
+    seen = []
+    original = EWC.loss_terms
+
+    def spy(self, ctx, batch, logits):
+        seen.append(type(self))
+        return original(self, ctx, batch, logits)
+
+    EWC.loss_terms = spy
+    try:
+        figures, _ = fast_path(ewc, ewc.plan("tokens", 2), ewc.precision, opts)
+    finally:
+        EWC.loss_terms = original
+    assert seen and set(seen) == {EWC} and figures.tokens_per_s > 0

@@ -33,7 +33,7 @@ from ..tokenizer import Tokenizer
 from .timing import timed, timed_warm
 
 if TYPE_CHECKING:  # the bench's set-up, passed in by run.py
-    from .run import BenchOptions, _Setup
+    from .run import BenchOptions, BenchSetup
 
 # how the decoder planned batches before it planned them by expected lengths (the default eval
 # settings of then, each row's worst-case budget, the host looking at every token, tasks one by one)
@@ -318,7 +318,7 @@ def _split(group: dict[str, Any], sizes: list[int]) -> list[dict[str, Any]]:
 
 
 # --------------------------------------------------------------------------- decoding rates against the reference's
-def generation(s: _Setup, opts: BenchOptions) -> dict[str, float]:
+def generation(s: BenchSetup, opts: BenchOptions) -> dict[str, float]:
     """Pseudo-sample generation: top-k from the task token alone, `gen_tokens` new tokens each."""
     model = s.fresh_model().eval()
     g = s.tok.task_id(s.task)
@@ -337,7 +337,7 @@ def generation(s: _Setup, opts: BenchOptions) -> dict[str, float]:
             "samples": opts.gen_samples, "tokens_each": budget}
 
 
-def evaluation(s: _Setup, opts: BenchOptions) -> dict[str, float]:
+def evaluation(s: BenchSetup, opts: BenchOptions) -> dict[str, float]:
     """Greedy answers to test prompts; the batched decoder must give the reference's outputs."""
     model = s.fresh_model().eval()
     prompts, budget = s.ctx.prompts(s.task)

@@ -14,9 +14,9 @@ from typing import Any
 
 def _worker(cfg_dict: dict, opts, barrier, out, policy: str = "tokens") -> None:
     from ..trialconfig import trial_config
-    from .run import _Setup, fast_path
+    from .run import BenchSetup, fast_path
 
-    s = _Setup(trial_config(cfg_dict, "bench packing"))
+    s = BenchSetup(trial_config(cfg_dict, "bench packing"))
     plan = s.plan(policy, opts.warmup + opts.steps, seed=barrier.parties)
     figures, _ = fast_path(s, plan, s.precision, opts, before_timing=barrier.wait)
     steps = opts.steps

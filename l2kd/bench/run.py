@@ -18,7 +18,6 @@ Every figure is a measurement of this run; nothing is assumed about the machine.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import logging
 import statistics
@@ -28,25 +27,21 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from ..config import MethodSpec, TrialConfig
-from ..context import TrialContext
-from ..data import load_split
+from ..config import TrialConfig
 from ..data.batching import collate, paper_batch_size, paper_batches, token_batches
 from ..engine import Engine
 from ..losses import ans_weighted
-from ..methods import make_method
-from ..methods.kd import word_kd_terms
+from ..methods import Method, make_method
+from ..methods.kd import bench_steps
 from ..methods.teacher_cache import TeacherCache
-from ..model import TargetLogits, build_model, n_positions
-from ..tokenizer import Tokenizer
-from ..trial import forward, resolve_device
+from ..model import TargetLogits, grow_embeddings, n_positions
+from ..trial import forward, set_up_trial
 from . import decoding as decode_bench
 from .decoding import evaluation, generation
 from .timing import count_syncs, sync as _sync, timed as _timed  # noqa: F401 (count_syncs: re-exported)
 from .flops import device_name, peak_tflops, step_flops
 from .reference import ReferenceStep, reference_batch, row_lengths
-from .step import (KD_METHODS, MIB, kd_effective_ratio, padding_fraction, peak_bytes, saved_for_backward,
-                   step_figures)
+from .step import MIB, kd_effective_ratio, padding_fraction, peak_bytes, saved_for_backward, step_figures
 
 log = logging.getLogger(__name__)
 
@@ -111,32 +106,48 @@ class BenchResult:
         return asdict(self)
 
 
-class _Setup:
-    """The trial's first task, tokenizer and a freshly built model, as the trial would have them."""
+class BenchSetup:
+    """The trial's own set-up (trial.set_up_trial) as its first stage trains: the first task's
+    token added and the model grown to it, and the configured method's two steps (bench_steps: its
+    own without a teacher, and a Word-KD one for a teacher's cost)."""
 
     def __init__(self, cfg: TrialConfig):
         self.cfg = cfg
-        self.device, self.precision, self.amp = resolve_device(cfg.training)
-        if cfg.training.threads:
-            torch.set_num_threads(cfg.training.threads)
+        trial = set_up_trial(cfg)  # a fresh trial's: no folder to resume from
+        self.device, self.precision, self.amp = trial.device, trial.precision, trial.amp_dtype
         self.task = cfg.tasks[0]
-        self.tok = Tokenizer.load(cfg.model.tokenizer, cfg.model.pretrained, cfg.model.builtin_vocab_size)
+        self.tok = trial.tokenizer
         self.tok.add_task(self.task)
-        self.model = build_model(cfg.model, self.tok, cfg.seed)
+        self.model = trial.model
+        grow_embeddings(self.model, len(self.tok), cfg.seed)  # as the trial before its first stage
         self.max_len = n_positions(self.model)
-        train = {self.task: load_split(self.task, "train", cfg.data)}
-        test = {self.task: load_split(self.task, "test", cfg.data)}
-        self.ctx = TrialContext(cfg=cfg, tokenizer=self.tok, device=self.device, amp_dtype=self.amp,
-                                max_len=self.max_len, train=train, test=test)
+        self.ctx = trial.context({}, lambda *a, **k: None)
         self.rows = self.ctx.train_rows(self.task)
-        method = make_method(cfg.method)
-        self.with_lm = method.uses_lm
-        self.lm_lambda = float(getattr(method.p, "lm_lambda", 0.25))
-        self.ans_weight = float(getattr(method.p, "ans_weight", 5.0))
-        # the loss the fast path runs: LAMOL's QA + λ·LM when the method trains an LM, else QA only
-        self.loss_method = make_method(MethodSpec(
-            name="lamol" if self.with_lm else "finetune",
-            params={"lm_lambda": self.lm_lambda, "ans_weight": self.ans_weight} if self.with_lm else {}))
+        self.method = trial.method
+        plain, _ = bench_steps(self.method)
+        self.with_lm = plain.uses_lm
+        self.lm_lambda = float(getattr(plain.p, "lm_lambda", 0.25))  # the reference formula's
+        self.ans_weight = float(getattr(plain.p, "ans_weight", 5.0))
+
+    def step_method(self, with_teacher: bool) -> Method:
+        """A fresh instance of the step (bench_steps) the trial would train, before its hooks ran."""
+        plain, kd = bench_steps(make_method(self.cfg.method))
+        return kd if with_teacher else plain
+
+    def prepared(self, model: torch.nn.Module, teacher=None) -> Method:
+        """The step's method with its hooks run on `model` as the trial runs them at stage 1:
+        prepare_model, then (ctx.model set) begin_training, or the bench's `teacher` (a frozen
+        TargetLogits, or a TeacherCache of one) handed to a Word-KD step. Returns the method."""
+        method = self.step_method(teacher is not None)
+        method.prepare_model(self.ctx, model)
+        self.ctx.model = model
+        if teacher is None:
+            method.begin_training(self.ctx, (self.task,))
+        else:
+            cache = teacher if isinstance(teacher, TeacherCache) else None
+            same = torch.arange(len(self.tok), device=self.device)  # teacher and student share a vocabulary
+            method.use_teacher(cache.teacher if cache else teacher, same, same, cache)
+        return method
 
     def fresh_model(self):
         return copy.deepcopy(self.model).to(self.device).train()
@@ -159,39 +170,33 @@ class _Setup:
 
 
 # --------------------------------------------------------------------------- training paths
-def _fast_loss(s: _Setup, engine_logits, batch, teacher=None) -> torch.Tensor:
-    """The trial's own loss code: LAMOL's QA + λ·LM (or finetune's QA) from the method classes; with
-    a `teacher` (a frozen TargetLogits, or a TeacherCache of it) Word-KD's terms as the trial forms
-    them (the first task's rows: the KL in place of the cross-entropy)."""
-    logits = engine_logits(batch)
-    if teacher is None:
-        return sum(s.loss_method.loss_terms(s.ctx, batch, logits).values())
-    if isinstance(teacher, TeacherCache):
-        t_logits = teacher.logits(batch)
-    else:
-        with torch.no_grad(), (torch.autocast(s.device.type, s.amp) if s.amp else contextlib.nullcontext()):
-            t_logits = teacher(batch.inputs, batch.positions)
-    return sum(word_kd_terms(batch, logits, t_logits, s.weight(), 2.0, None, s.lm_lambda).values())
-
-
-def fast_path(s: _Setup, plan: list[np.ndarray], precision: str, opts: BenchOptions,
+def fast_path(s: BenchSetup, plan: list[np.ndarray], precision: str, opts: BenchOptions,
               teacher=None, profile: bool = False,
               before_timing: Callable[[], None] | None = None) -> tuple[PathFigures, str]:
-    """Steps of the trial's own training path (DeepSpeed engine, fused forward, target logits)."""
+    """Steps of the trial's own training path (DeepSpeed engine, fused forward, target logits, the
+    configured method's loss and after_backward); with a `teacher` (a frozen TargetLogits, or a
+    TeacherCache of one) the Word-KD step's (the first task's rows: the KL in place of the
+    cross-entropy)."""
     model = s.fresh_model()
+    method = s.prepared(model, teacher)
     engine = Engine(model, s.cfg.training, precision, s.device)
+    s.ctx.model = engine.module
     pad = s.tok.ids.pad
-    batches = [collate([s.rows[i] for i in idx], pad, with_lm=s.with_lm) for idx in plan]
+    task_index = method.task_index(s.ctx)  # task-conditioned models (multitask_ca) read each row's task
+    batches = [collate([s.rows[i] for i in idx], pad, with_lm=s.with_lm, task_index=task_index) for idx in plan]
     if s.device.type == "cuda":  # as the trial's loader: page-locked, so copies need not block
         batches = [b.pin() for b in batches]
 
     class _E:  # trial.forward's view of the engine
         logits = staticmethod(engine.logits)
 
-    def step(batch):
+    def step(batch):  # as trial.train_stage's
         batch = batch.to(s.device)
-        loss = _fast_loss(s, lambda b: forward(_E, b, s.cfg.training.fused_qa_lm), batch, teacher)
+        logits = forward(_E, batch, s.cfg.training.fused_qa_lm)
+        loss = sum(method.loss_terms(s.ctx, batch, logits).values())
+        del logits
         engine.backward(loss)
+        method.after_backward(s.ctx)
         engine.step(s.cfg.training.lr)
 
     _, warmup_s = _timed(s.device, lambda: [step(b) for b in batches[: opts.warmup]])
@@ -225,7 +230,7 @@ def fast_path(s: _Setup, plan: list[np.ndarray], precision: str, opts: BenchOpti
     return figures, table
 
 
-def reference_path(s: _Setup, plan: list[np.ndarray], opts: BenchOptions) -> PathFigures:
+def reference_path(s: BenchSetup, plan: list[np.ndarray], opts: BenchOptions) -> PathFigures:
     model = s.fresh_model()
     t = s.cfg.training
     step = ReferenceStep(model, s.weight(), s.lm_lambda, s.with_lm, lr=t.lr, eps=t.adam_eps,
@@ -242,7 +247,7 @@ def reference_path(s: _Setup, plan: list[np.ndarray], opts: BenchOptions) -> Pat
                        flops / dt / (peak * 1e12) if peak else None, flops / dt / 1e12)
 
 
-def _figures(s: _Setup, batches, rows, dt: float, precision: str, opts: BenchOptions) -> PathFigures:
+def _figures(s: BenchSetup, batches, rows, dt: float, precision: str, opts: BenchOptions) -> PathFigures:
     """Figures of timed `batches`, made of `rows` (one list of TrainRows each), that took `dt` s."""
     n_tok = sum(b.n_tokens for b in batches)
     flops = sum(step_flops(s.model, row_lengths(r, s.with_lm), len(b.positions)) for b, r in zip(batches, rows))
@@ -251,8 +256,11 @@ def _figures(s: _Setup, batches, rows, dt: float, precision: str, opts: BenchOpt
                        flops / dt / (peak * 1e12) if peak else None, flops / dt / 1e12)
 
 
-def faithfulness(s: _Setup, plan: list[np.ndarray]) -> dict[str, float]:
-    """Fast-path and reference-style losses of the same batches and weights, in fp32."""
+def faithfulness(s: BenchSetup, plan: list[np.ndarray]) -> dict[str, float]:
+    """Fast-path and reference-style losses of the same batches and weights, in fp32: the trial's
+    cross-entropy terms (qa, lm; a method's own penalties, which the reference formula has not,
+    left out)."""
+    method = s.prepared(s.fresh_model())  # its hooks' state on a copy: the terms compared read the logits only
     model = s.fresh_model().eval()  # no dropout: both paths see the same function
     head = TargetLogits(model)
     weight = s.weight()
@@ -267,7 +275,8 @@ def faithfulness(s: _Setup, plan: list[np.ndarray]) -> dict[str, float]:
         for idx in plan:
             rows = [s.rows[i] for i in idx]
             batch = collate(rows, s.tok.ids.pad, with_lm=s.with_lm).to(s.device)
-            fast = _fast_loss(s, lambda b: forward(_E, b, True), batch)
+            terms = method.loss_terms(s.ctx, batch, forward(_E, batch, True))
+            fast = sum(v for k, v in terms.items() if k in ("qa", "lm"))
             slow = ref.loss(reference_batch(rows, s.tok.ids.pad, s.with_lm, s.device))
             diffs.append(abs(float(fast) - float(slow)))
             values.append(float(slow))
@@ -275,7 +284,7 @@ def faithfulness(s: _Setup, plan: list[np.ndarray]) -> dict[str, float]:
 
 
 # --------------------------------------------------------------------------- the whole trial
-def projection(s: _Setup, r: BenchResult) -> dict[str, float]:
+def projection(s: BenchSetup, r: BenchResult) -> dict[str, float]:
     """Wall time of the whole trial at the measured rates: training (teachers too, with Word-KD's
     extra cost) and all of its decoding (every pass counted and projected by bench.decoding)."""
     from ..plan import cell_tokens
@@ -285,7 +294,7 @@ def projection(s: _Setup, r: BenchResult) -> dict[str, float]:
     method = make_method(cfg.method)
     student = cell_tokens(cfg)
     teachers = sum(cell_tokens(teacher_config(cfg, t)) for t in method.teachers_needed(cfg))
-    kd = kd_effective_ratio(r, cfg) if cfg.method.name in KD_METHODS else 1.0
+    kd = kd_effective_ratio(r, cfg) if method.uses_teacher_logits else 1.0
     d = r.decoding
     pseudo = sum(p["times"] * p["new_tokens"] for p in d["passes"] if p["kind"] == "pseudo")
     answers = d["new_tokens"] - pseudo  # evaluation and Seq-KD answers: greedy (or the eval mode)
@@ -304,7 +313,7 @@ def projection(s: _Setup, r: BenchResult) -> dict[str, float]:
 def run_bench(cfg: TrialConfig, opts: BenchOptions = BenchOptions(),
               on_event: Callable[..., None] | None = None) -> BenchResult:
     emit = on_event or (lambda *a, **k: None)
-    s = _Setup(cfg)
+    s = BenchSetup(cfg)
     cfg_model = s.model.config
     r = BenchResult(device_name(s.device), s.precision, {
         "n_layer": cfg_model.n_layer, "n_embd": cfg_model.n_embd, "vocab": cfg_model.vocab_size,

@@ -204,9 +204,6 @@ def kd_effective_ratio(r, cfg) -> float:
 
 
 # --------------------------------------------------------------------------- a whole grid
-KD_METHODS = ("word_kd", "seq_kd_soft")
-
-
 def grid_projection(plan, r, overrides: list[str] = ()) -> dict[str, Any]:
     """Training time of every cell and teacher of `plan` (the `overrides` applied to each, as to
     the measured cell) on this device, from the trained tokens plan.cell_tokens counts and the
@@ -216,6 +213,7 @@ def grid_projection(plan, r, overrides: list[str] = ()) -> dict[str, Any]:
     model and first task), extrapolated to every cell."""
     from ..config import apply_overrides
     from ..errors import UserError
+    from ..methods import method_class
     from ..plan import cell_tokens
     from ..teachers import teacher_config
     from ..trialconfig import trial_config
@@ -235,7 +233,7 @@ def grid_projection(plan, r, overrides: list[str] = ()) -> dict[str, Any]:
         except UserError:
             unknown += 1
             return 0.0
-        ratio = kd_effective_ratio(r, cfg) if cfg.method.name in KD_METHODS else 1.0
+        ratio = kd_effective_ratio(r, cfg) if method_class(cfg.method.name).uses_teacher_logits else 1.0
         seconds = tokens * ratio / rates[cfg.training.batch_policy]
         tokens_total += tokens
         by_policy[cfg.training.batch_policy] = by_policy.get(cfg.training.batch_policy, 0.0) + seconds

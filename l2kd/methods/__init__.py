@@ -1,27 +1,25 @@
-"""Methods, one small module each, registered by name; the trial calls their hooks (see base)."""
+"""Methods, one small module each, registered by name; the trial calls their hooks (see base).
+
+What a method is (catalog: its kind, the paper's name and figures) reads without torch, so the
+report (pandas only) can ask; the method modules and the registry load on the first use of anything
+else here (build)."""
 
 from __future__ import annotations
 
-from ..config import MethodSpec, validate
-from ..errors import ConfigError
-from . import finetune, gem, kd, lamol, multitask, multitask_ca, o_lora, regularizers, single  # noqa: F401  (registration)
-from .base import Method, MethodParams
-from .registry import METHODS
+from typing import Any
 
-__all__ = ["METHODS", "Method", "MethodParams", "make_method", "method_params", "method_class"]
+from .catalog import (BASELINE, FACTS, GAP_CLOSER, LIFELONG, LOWER_BOUND, MULTITASK, SINGLE, TEACHER,
+                      MethodFacts, display_name, facts, kd_methods, kind_of, paper_order)
 
+_BUILT = ("METHODS", "Method", "MethodParams", "make_method", "method_params", "method_class")
 
-def method_class(name: str) -> type[Method]:
-    return METHODS.get(name, where="method")
+__all__ = [*_BUILT, "BASELINE", "FACTS", "GAP_CLOSER", "LIFELONG", "LOWER_BOUND", "MULTITASK", "SINGLE",
+           "TEACHER", "MethodFacts", "display_name", "facts", "kd_methods", "kind_of", "paper_order"]
 
 
-def method_params(spec: MethodSpec) -> MethodParams:
-    cls = method_class(spec.name)
-    try:
-        return validate(cls.Params, spec.params, "method")
-    except ConfigError as e:
-        raise ConfigError(str(e).replace("method: ", f"method ({spec.name}): ", 1)) from None
+def __getattr__(name: str) -> Any:
+    if name in _BUILT:
+        from . import build
 
-
-def make_method(spec: MethodSpec) -> Method:
-    return method_class(spec.name)(method_params(spec))
+        return getattr(build, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from ..config import Strict
+from .catalog import LIFELONG, MethodFacts
 from ..context import TrialContext
 from ..data.batching import Batch, plan_epoch
 from ..data.encoding import TrainRow
@@ -42,19 +43,37 @@ class LMParams(MethodParams):
 class Method:
     name: ClassVar[str] = ""
     Params: ClassVar[type[MethodParams]] = MethodParams
+    facts: ClassVar[MethodFacts] = MethodFacts("", LIFELONG)  # set by @register (catalog.py)
+    # Word-KD's loss: the teacher's distribution at every target position of the current task
+    uses_teacher_logits: ClassVar[bool] = False
 
     def __init__(self, params: MethodParams):
         self.p = params
 
     # ------------------------------------------------------------------ structure
+    # What the method is (catalog.py), asked of the class: nothing outside l2kd/methods/ matches names
+    @classmethod
+    def kind(cls) -> str:
+        """The part its trials play: catalog.LIFELONG, SINGLE (one task alone) or MULTITASK."""
+        return cls.facts.kind
+
+    @classmethod
+    def display_name(cls) -> str:
+        return cls.facts.display_name
+
+    @classmethod
+    def needs_teachers(cls) -> bool:
+        """Whether it learns from L2KD teachers at all (which ones a config needs: teachers_needed)."""
+        return cls.facts.teachers
+
     @property
     def uses_lm(self) -> bool:
         """Whether batches need the LM rows (gen_X/gen_Y) at all."""
         return False
 
     def teachers_needed(self, cfg) -> list[str]:
-        """Tasks whose L2KD teacher this method needs for a trial with config `cfg`."""
-        return []
+        """Tasks whose L2KD teacher this method needs for a trial with config `cfg`: each task's."""
+        return list(cfg.tasks) if self.needs_teachers() else []
 
     def seq_kd_modes(self, cfg) -> tuple[str, ...]:
         """Decoding modes of the teacher-decoded training sets (Seq-KD data) this method reads; the

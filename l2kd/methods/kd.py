@@ -39,6 +39,7 @@ from ..io import write_json
 from ..losses import grouped_means, kd_and_nll_each, weighted_nll
 from ..model import TargetLogits, n_positions, use_gelu
 from ..tokenizer import Tokenizer, clean_up_tokenization
+from .base import Method
 from .lamol import Lamol, LamolParams
 from .registry import register
 from .teacher_cache import TeacherCache
@@ -66,6 +67,7 @@ class SeqKDSoftParams(KDParams, SeqKDParams):
 
 
 # --------------------------------------------------------------------------- teachers
+SEQ_KD_SEED = "seq_kd"  # the seed label of a teacher's decoded answers (the store decodes them alike)
 TeacherSource = Union[Path, PackedCheckpoint]  # a teacher folder, or its weights in memory
 
 
@@ -222,22 +224,28 @@ def stage_diagnostics(ctx: TrialContext, teacher: TargetLogits, input_map: torch
 class _WordKD:
     """Word-KD losses and teacher handling; mixed into LAMOL-based methods."""
 
+    uses_teacher_logits = True
     cache = None  # the teacher's cached hidden states of the current stage (teacher_cache.py), if made
 
     def begin_training(self, ctx: TrialContext, tasks: tuple[str, ...]) -> None:
         (task,) = tasks
         source = ctx.teachers[task]
-        self.teacher, t_tok = load_teacher(source, ctx.device, ctx.amp_dtype, ctx.cfg.training.compile,
-                                          ctx.cfg.model.gelu)
+        teacher, t_tok = load_teacher(source, ctx.device, ctx.amp_dtype, ctx.cfg.training.compile,
+                                      ctx.cfg.model.gelu)
         in_map, col_map = vocabulary_maps(ctx.tokenizer, t_tok, task, str(teacher_folder(source)))
-        self.input_map, self.col_map = in_map.to(ctx.device), col_map.to(ctx.device)
-        self.cache = None
+        self.use_teacher(teacher, in_map.to(ctx.device), col_map.to(ctx.device))
         if ctx.cfg.training.epochs > 1:  # made once, it pays from the second epoch on
             rows = [r for r in self.train_rows(ctx, tasks) if not r.is_pseudo]
             self.cache = TeacherCache.build(
                 self.teacher, self.input_map, rows, budget_mib=self.p.teacher_cache_mib,
                 pad=ctx.tokenizer.ids.pad, with_lm=self.uses_lm, device=ctx.device, amp_dtype=ctx.amp_dtype,
                 tokens_per_batch=ctx.cfg.training.tokens_per_batch)
+
+    def use_teacher(self, teacher, input_map: torch.Tensor, col_map: torch.Tensor,
+                    cache: TeacherCache | None = None) -> None:
+        """The stage's teacher (a frozen TargetLogits), its vocabulary maps and its cache, if made:
+        what loss_terms reads (begin_training loads them; the bench hands in its own)."""
+        self.teacher, self.input_map, self.col_map, self.cache = teacher, input_map, col_map, cache
 
     def loss_terms(self, ctx, batch, logits):
         if batch.n_pseudo == batch.n_examples:
@@ -268,7 +276,7 @@ class _SeqKDData:
             check_aligned(distil, train, str(Path(ctx.cfg.data.distil_dir)))
             return distil
         return teacher_answers(ctx.teachers[task], train, self.p.decoding, device=ctx.device,
-                               amp_dtype=ctx.amp_dtype, seed=ctx.seed("seq_kd", task),
+                               amp_dtype=ctx.amp_dtype, seed=ctx.seed(SEQ_KD_SEED, task),
                                settings=ctx.decode_settings())
 
     def seq_kd_modes(self, cfg) -> tuple[str, ...]:
@@ -282,8 +290,16 @@ class _SeqKDData:
 class WordKD(_WordKD, Lamol):
     Params = KDParams
 
-    def teachers_needed(self, cfg) -> list[str]:
-        return list(cfg.tasks)
+
+def bench_steps(method: Method) -> tuple[Method, _WordKD]:
+    """The two steps `cli.py bench` times for a trial of `method`: its step without a teacher (its
+    own; a Word-KD method's is the LAMOL step whose cross-entropy the KL replaces) and a Word-KD
+    step, which gives a teacher's cost (its own, at its temperature; for any other method Word-KD
+    with that method's LM settings, since a grid's KD cells are costed from it)."""
+    lm = {k: v for k, v in method.p.model_dump().items() if k in LamolParams.model_fields}
+    if isinstance(method, _WordKD):
+        return Lamol(LamolParams(**lm)), method
+    return method, WordKD(KDParams(**lm))
 
 
 @register("seq_kd")
@@ -291,7 +307,7 @@ class SeqKD(_SeqKDData, Lamol):
     Params = SeqKDParams
 
     def teachers_needed(self, cfg) -> list[str]:
-        return [] if cfg.data.distil_dir else list(cfg.tasks)
+        return [] if cfg.data.distil_dir else super().teachers_needed(cfg)  # precomputed answers: none
 
     def end_stage(self, ctx, tasks):
         """The same diagnostics as Word-KD's, at T = 1 (Seq-KD learns the teacher's hard answers),
@@ -312,6 +328,3 @@ class SeqKD(_SeqKDData, Lamol):
 @register("seq_kd_soft")
 class SeqKDSoft(_WordKD, _SeqKDData, Lamol):
     Params = SeqKDSoftParams
-
-    def teachers_needed(self, cfg) -> list[str]:
-        return list(cfg.tasks)

@@ -19,6 +19,7 @@ from typing import Iterable
 import pandas as pd
 
 from ..errors import ArtifactError
+from ..methods import BASELINE, LOWER_BOUND
 from ..results import RESULTS_FILE
 from . import agreement as A
 from . import claims as C
@@ -143,7 +144,7 @@ def _claims_tables(sec: Section, trials: list[Trial]) -> None:
     """The claims table where LAMOL and a method a claim compares it with ran; the teacher and
     KD-stage diagnostics wherever they were recorded."""
     methods = {t.base_label for t in trials if t.role == "lifelong"}
-    if "lamol" in methods and methods & {"finetune", *C.KD_METHODS}:
+    if BASELINE in methods and methods & {LOWER_BOUND, *C.KD_METHODS}:
         sec.tables.append(Table(
             "claims", "The paper's claims: what it reports, what these results measured, a verdict",
             C.claims_table(trials), main=True,

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import ArtifactError
+from ..methods import BASELINE, SINGLE
 from ..tasks import TASKS
 from .load import Trial
 from .tables import label_key, order_label
@@ -58,7 +59,7 @@ def _teacher_for(task: str, seed: int, singles: list[Trial]) -> Trial | None:
 
 def agreement_rows(trials: list[Trial], notes: list[str]) -> pd.DataFrame:
     """One row per (lifelong trial or teacher, classification task): Acc, Acc in A, Acc in B."""
-    singles = [t for t in trials if t.role == "single"]
+    singles = [t for t in trials if t.role == SINGLE]
     rows, teachers_done = [], set()
     for t in trials:
         if t.role != "lifelong" or not t.complete:
@@ -111,7 +112,7 @@ def by_task(rows: pd.DataFrame) -> pd.DataFrame:
         columns={"acc": "Acc", "acc_A": "Acc (A)", "acc_B": "Acc (B)", "n_A": "n (A)", "n_B": "n (B)"})
 
 
-def averaged(table8: pd.DataFrame, reference: str = "lamol") -> pd.DataFrame:
+def averaged(table8: pd.DataFrame, reference: str = BASELINE) -> pd.DataFrame:
     """Table 6: each method's figures averaged over the classification tasks, with the change in
     groups A and B against `reference` (LAMOL in the paper) where that row exists."""
     figs = ["Acc", "Acc (A)", "Acc (B)"]

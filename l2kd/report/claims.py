@@ -18,18 +18,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..methods import BASELINE, GAP_CLOSER, LOWER_BOUND, MULTITASK, SINGLE, display_name, facts, kd_methods
 from .load import Trial
 
 ALPHA = 0.05
-KD_METHODS = ("word_kd", "seq_kd_soft", "seq_kd")
-NAMES = {"finetune": "Finetune", "lamol": "LAMOL", "word_kd": "Word-KD", "seq_kd_soft": "Seq-KDsoft",
-         "seq_kd": "Seq-KD", "multitask": "Multi"}
-# What the paper reports: Table 3 (WOZ/CNN/WikiSQL, mean over six orders) and Table 4 (the NLG tasks,
-# left-to-right / right-to-left averages; Table 4 has no Finetune and no STD rows).
-PAPER_AVG = {  # method -> (Table 3 Avg, Table 4 L->R Avg, Table 4 R->L Avg)
-    "finetune": (23.4, None, None), "lamol": (54.9, 63.2, 66.7), "word_kd": (57.0, 63.5, 68.0),
-    "seq_kd_soft": (57.1, 63.7, 67.6), "seq_kd": (56.5, 65.5, 67.7), "multitask": (57.8, 65.9, 65.9)}
-PAPER_STD = {"lamol": 3.3, "word_kd": 2.1, "seq_kd_soft": 1.9, "seq_kd": 2.5}  # Table 3, STD Avg
+# The methods the claims are about, their names and what the paper reports for them: l2kd/methods/catalog.py
+KD_METHODS = kd_methods()
+NAMES = {m: display_name(m) for m in (LOWER_BOUND, BASELINE, GAP_CLOSER, *KD_METHODS)}
+PAPER_AVG = {m: facts(m).paper_avg for m in NAMES}  # method -> (Table 3 Avg, Table 4 L->R, R->L Avg)
+PAPER_STD = {m: facts(m).paper_std for m in (BASELINE, *KD_METHODS)}  # Table 3, STD Avg
 
 
 def sign_flip_p(d: np.ndarray) -> float:
@@ -123,7 +120,7 @@ def teacher_diagnostics(trials: list[Trial]) -> pd.DataFrame:
     """One row per teacher (a Single trial with a manifest beside its results) and temperature."""
     rows = []
     for t in trials:
-        if t.role != "single" or not (Path(t.path) / "manifest.json").is_file():
+        if t.role != SINGLE or not (Path(t.path) / "manifest.json").is_file():
             continue
         try:
             diag = json.loads((Path(t.path) / "manifest.json").read_text()).get("diagnostics") or {}
@@ -158,37 +155,38 @@ def claims_table(trials: list[Trial]) -> pd.DataFrame:
     ll = df[df.role == "lifelong"]
     rows = []
 
-    ft = ll[ll.method == "finetune"]
+    low, base, closer = LOWER_BOUND, BASELINE, GAP_CLOSER
+    ft = ll[ll.method == low]
     rows.append(_row("Sequential fine-tuning forgets (Finetune's forgetting > 0)",
-                     f"Finetune Avg {PAPER_AVG['finetune'][0]} against LAMOL {PAPER_AVG['lamol'][0]} (T3)",
+                     f"Finetune Avg {PAPER_AVG[low][0]} against LAMOL {PAPER_AVG[base][0]} (T3)",
                      f"Finetune forgetting {_ms(ft.forgetting)}, Avg {_ms(ft.avg)}",
                      ft.groupby(["seed", "order"]).forgetting.mean().dropna().to_numpy()))
-    pair = _paired(df, "finetune", "lamol", "forgetting")
+    pair = _paired(df, low, base, "forgetting")
     rows.append(_row("LAMOL retains (forgets less than Finetune)",
-                     f"LAMOL {PAPER_AVG['lamol'][0]} against Finetune {PAPER_AVG['finetune'][0]} (T3 Avg)",
-                     f"forgetting: Finetune {_ms(pair['finetune'])}, LAMOL {_ms(pair['lamol'])}",
-                     (pair["finetune"] - pair["lamol"]).to_numpy()))
+                     f"LAMOL {PAPER_AVG[base][0]} against Finetune {PAPER_AVG[low][0]} (T3 Avg)",
+                     f"forgetting: Finetune {_ms(pair[low])}, LAMOL {_ms(pair[base])}",
+                     (pair[low] - pair[base]).to_numpy()))
     for m in KD_METHODS:
-        pair = _paired(df, m, "lamol", "avg")
+        pair = _paired(df, m, base, "avg")
         rows.append(_row(f"{NAMES[m]} beats LAMOL on average",
-                         f"{NAMES[m]} {_paper_avg(m)} against LAMOL {_paper_avg('lamol')}",
-                         f"Avg: {NAMES[m]} {_ms(pair[m])}, LAMOL {_ms(pair['lamol'])}",
-                         (pair[m] - pair["lamol"]).to_numpy(), _diag_text(stages, m)))
+                         f"{NAMES[m]} {_paper_avg(m)} against LAMOL {_paper_avg(base)}",
+                         f"Avg: {NAMES[m]} {_ms(pair[m])}, LAMOL {_ms(pair[base])}",
+                         (pair[m] - pair[base]).to_numpy(), _diag_text(stages, m)))
     for m in KD_METHODS:
-        std = ll[ll.method.isin([m, "lamol"])].groupby(["seed", "method"]).avg.std(ddof=1).unstack()
-        std = std.dropna() if m in std and "lamol" in std else pd.DataFrame(columns=[m, "lamol"])
+        std = ll[ll.method.isin([m, base])].groupby(["seed", "method"]).avg.std(ddof=1).unstack()
+        std = std.dropna() if m in std and base in std else pd.DataFrame(columns=[m, base])
         rows.append(_row(f"{NAMES[m]} lowers the STD over orders",
-                         f"STD Avg LAMOL {PAPER_STD['lamol']} → {NAMES[m]} {PAPER_STD[m]} (T3)",
-                         f"STD over orders (per seed): LAMOL {_ms(std['lamol'])}, {NAMES[m]} {_ms(std[m])}",
-                         (std["lamol"] - std[m]).to_numpy(), _diag_text(stages, m)))
-    multi = df[df.role == "multitask"].groupby("seed").avg.mean()
+                         f"STD Avg LAMOL {PAPER_STD[base]} → {NAMES[m]} {PAPER_STD[m]} (T3)",
+                         f"STD over orders (per seed): LAMOL {_ms(std[base])}, {NAMES[m]} {_ms(std[m])}",
+                         (std[base] - std[m]).to_numpy(), _diag_text(stages, m)))
+    multi = df[df.role == MULTITASK].groupby("seed").avg.mean()
     per_seed = ll.groupby(["seed", "method"]).avg.mean().unstack()
-    gap = {m: (multi - per_seed[m]).dropna() for m in ("lamol", "seq_kd_soft") if m in per_seed}
-    both = gap["lamol"].index.intersection(gap["seq_kd_soft"].index) if len(gap) == 2 else []
+    gap = {m: (multi - per_seed[m]).dropna() for m in (base, closer) if m in per_seed}
+    both = gap[base].index.intersection(gap[closer].index) if len(gap) == 2 else []
     rows.append(_row("Seq-KDsoft narrows the gap to Multi (per seed: Multi − method)",
                      "gap LAMOL 2.9 → Seq-KDsoft 0.7 (T3: Multi-long QA+LM 57.8)",
-                     (f"gap: LAMOL {_ms(gap['lamol'][both])}, Seq-KDsoft {_ms(gap['seq_kd_soft'][both])}"
+                     (f"gap: LAMOL {_ms(gap[base][both])}, Seq-KDsoft {_ms(gap[closer][both])}"
                       if len(both) else "—"),
-                     (gap["lamol"][both] - gap["seq_kd_soft"][both]).to_numpy() if len(both) else np.array([]),
-                     _diag_text(stages, "seq_kd_soft")))
+                     (gap[base][both] - gap[closer][both]).to_numpy() if len(both) else np.array([]),
+                     _diag_text(stages, closer)))
     return pd.DataFrame(rows).set_index("claim")

@@ -26,6 +26,7 @@ import yaml
 
 from ..errors import ArtifactError, ConfigError
 from ..io import read_json
+from ..methods import LIFELONG, MULTITASK, SINGLE, facts, kind_of
 from ..registry import did_you_mean
 from ..results import RESULTS_FILE, TrialResult, find_result_files
 
@@ -125,11 +126,11 @@ def order_key(order: Iterable[str]) -> str:
 
 
 def _role(r: TrialResult) -> str:
-    if r.method == "single":
-        return "single"
+    if kind_of(r.method) == SINGLE:
+        return SINGLE
     if len(r.stages) == 1 and len(r.tasks) > 1:
-        return "multitask"
-    return "lifelong"
+        return MULTITASK
+    return LIFELONG
 
 
 def load_trial(results_file: Path, run_dir: Path) -> Trial:
@@ -191,9 +192,8 @@ def _reference_name(t: Trial) -> str:
     qa = "QA" if t.result.method_params.get("qa_only") else "QA+LM"
     if t.base_label != t.result.method:
         return f"{t.base_label} ({qa})"
-    if t.role == "single":
-        return f"Single ({qa})"
-    return f"Multi ({qa})" if t.result.method == "multitask" else t.base_label
+    row = facts(t.result.method).reference_row if facts(t.result.method) else None  # "Single", "Multi"
+    return f"{row} ({qa})" if row else t.base_label
 
 
 def assign_labels(trials: list[Trial]) -> None:

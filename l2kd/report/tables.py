@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from ..methods import SINGLE, paper_order
 from . import figures as F
 from .load import Trial, natural_key
 
@@ -22,7 +23,7 @@ from .load import Trial, natural_key
 FIGURE_NAMES = {"final_avg": "final avg", "avg_incremental": "avg incremental", "bwt": "BWT", "fwt": "FWT",
                 "forgetting": "forgetting", "gap_to_single": "gap to single"}
 # Row order of the paper's tables; other labels follow alphabetically.
-METHOD_ORDER = ["finetune", "ewc", "mas", "gem", "lamol", "word_kd", "seq_kd_soft", "seq_kd"]
+METHOD_ORDER = paper_order()
 REFERENCE_ORDER = ["Single (QA)", "Single (QA+LM)", "Multi (QA)", "Multi (QA+LM)"]
 AVG = "Avg"
 
@@ -162,7 +163,7 @@ def _blocks(blocks: list[tuple[str, pd.DataFrame]], row_name: str) -> pd.DataFra
 def single_scores(long: pd.DataFrame) -> dict[tuple[int | None, str], float]:
     """Single_j for the gap: the QA+LM single (the teacher) if any, else any single; by (seed, task)
     and, averaged over seeds, by (None, task)."""
-    singles = long[long.role == "single"]
+    singles = long[long.role == SINGLE]
     if singles.empty:
         return {}
     preferred = singles[singles.method.str.startswith("Single (QA+LM)")]
