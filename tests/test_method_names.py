@@ -1,4 +1,5 @@
-"""House rules checked on the source: nothing outside l2kd/methods/ matches a method's name.
+"""House rules checked on the source: nothing outside l2kd/methods/ matches a method's name (the
+other house rules: tests/test_house.py).
 
 A method answers structural questions itself (l2kd/methods/catalog.py and the class's properties:
 kind, needs_teachers, uses_teacher_logits, stages, the paper's name and figures), so a string equal
