@@ -1,7 +1,7 @@
 """The grid on Ray: teachers once as Ray tasks, then every cell as a Ray Tune trial. The only Ray import.
 
 Stage one trains each teacher the pending cells need, once, as a Ray task with the trial resources
-(l2kd.teachers keeps it on disk, keyed by content, with its Seq-KD data), then puts its weights in
+(l2kd.teachers.jobs says which; the store keeps it on disk, keyed by content, with its Seq-KD data), then puts its weights in
 the object store so every student trial receives it by reference. Stage two runs one Tune trial per
 pending cell: the trial runs `run_trial` in its cell folder and, after every task, reports its scores
 with a checkpoint of that task boundary. A failed trial is retried (FailureConfig) from that
@@ -39,9 +39,9 @@ from ray import tune  # noqa: E402
 from .trialconfig import trial_config  # noqa: E402
 from .errors import ArtifactError
 from .io import read_json, stable_hash, write_json, write_text
-from .methods.kd import distil_file
-from .plan import CELLS, TEACHERS, TUNE, Cell, Plan
-from .teachers import TeacherStore, pack_teacher
+from .plan import CELLS, TUNE, Cell, Plan
+from .teachers.jobs import job_failed, teacher_stage, train_job
+from .teachers.store import pack_teacher
 
 log = logging.getLogger(__name__)
 EventFn = Callable[..., None]
@@ -114,34 +114,19 @@ def connect(address: str | None, *, dashboard: bool, num_cpus: int | None = None
 
 
 # --------------------------------------------------------------------------- stage one: teachers
-def _train_teacher(config: dict, task: str, root: str, modes: list[str], on_damaged: str = "refuse") -> dict[str, Any]:
-    """A Ray task: the teacher of `task` for a trial config, trained once (or found) on disk."""
-    store = TeacherStore(Path(root), on_damaged=on_damaged)
-    t0 = time.perf_counter()
-    path = store.ensure(trial_config(config, f"teacher of {task}"), task, seq_kd_modes=tuple(modes))
-    return {"path": str(path), "trained": store.trained, "s": time.perf_counter() - t0}
-
-
 def train_teachers(plan: Plan, cells: list[Cell], emit: EventFn, outcome: GridOutcome,
                    on_damaged: str = "refuse") -> dict[str, Any]:
-    """Every teacher `cells` need (and the Single references), trained once; then into the object
-    store. Returns teacher folder name -> ObjectRef of its PackedCheckpoint."""
-    wanted = {folder for c in cells for _, folder in c.teachers}
-    jobs = [j for j in plan.teachers.values() if j.folder in wanted or j.reference]
+    """Every teacher `cells` need (and the Single references), trained once as Ray tasks; then into
+    the object store. Returns teacher folder name -> ObjectRef of its PackedCheckpoint."""
+    stage = teacher_stage(plan, cells)
+    outcome.teachers_reused += stage.reused
     res = plan.spec.resources
-    remote = ray.remote(_train_teacher).options(num_cpus=res.cpu, num_gpus=res.gpu,
-                                                max_retries=plan.spec.ray.max_failures,
-                                                retry_exceptions=True)
-    root = str(plan.run_dir / TEACHERS)
+    remote = ray.remote(train_job).options(num_cpus=res.cpu, num_gpus=res.gpu, retry_exceptions=True,
+                                           max_retries=plan.spec.ray.max_failures)
     todo = {}
-    for job in jobs:
-        ready = plan.teacher_ready(job) and all(
-            distil_file(plan.teacher_dir(job.folder), m).is_file() for m in job.seq_kd_modes)
-        if ready:
-            outcome.teachers_reused += 1
-            continue
+    for job in stage.to_run:
         emit("teacher_start", teacher=job.folder, users=len(job.users))
-        todo[remote.remote(job.config, job.task, root, sorted(job.seq_kd_modes), on_damaged)] = job
+        todo[remote.remote(*stage.job_args(plan, job, on_damaged))] = job
     try:
         while todo:
             done, _ = ray.wait(list(todo), num_returns=1)
@@ -149,14 +134,13 @@ def train_teachers(plan: Plan, cells: list[Cell], emit: EventFn, outcome: GridOu
             try:
                 info = ray.get(done[0])
             except Exception as e:  # noqa: BLE001 - a failed teacher stops the grid with its error
-                log_file = plan.teacher_dir(job.folder) / "trial.log"
-                raise ArtifactError(f"teacher {job.folder} failed: {_first_line(e)} (log: {log_file})") from None
+                raise job_failed(plan, job, _first_line(e)) from None
             outcome.teachers_trained += info["trained"]
             emit("teacher_done", teacher=job.folder, seconds=info["s"], trained=bool(info["trained"]))
     finally:
         for ref in todo:
             ray.cancel(ref, force=True)
-    return {folder: ray.put(pack_teacher(plan.teacher_dir(folder))) for folder in sorted(wanted)}
+    return {folder: ray.put(pack_teacher(plan.teacher_dir(folder))) for folder in stage.wanted}
 
 
 # --------------------------------------------------------------------------- stage two: the cells
