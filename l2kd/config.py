@@ -1,7 +1,8 @@
 """Trial configuration: validated on creation, loaded from YAML with unknown-key errors.
 
 One source of truth for every option: the field's description here (the CLI's `--help` and
-`cli.py validate --explain` print them). This module checks a config's shape; each method's own
+`cli.py validate --explain` print them), and its mark of the identities it is not part of
+(l2kd.identity reads them). This module checks a config's shape; each method's own
 parameters are checked by the method registry, above it: build trial configs with
 `l2kd.trialconfig.trial_config` / `load_trial_config`, which do both. Defaults follow the published LAMOL/L2KD settings
 (`train.py`/`settings.py` of the reference) unless a comment says otherwise. Precedence when

@@ -1,12 +1,12 @@
 """The grid on Ray: teachers once as Ray tasks, then every cell as a Ray Tune trial. The only Ray import.
 
-Stage one trains each teacher the pending cells need, once, as a Ray task with the trial resources
-(l2kd.teachers.jobs says which; the store keeps it on disk, keyed by content, with its Seq-KD data), then puts its weights in
-the object store so every student trial receives it by reference. Stage two runs one Tune trial per
-pending cell: the trial runs `run_trial` in its cell folder and, after every task, reports its scores
-with a checkpoint of that task boundary. A failed trial is retried (FailureConfig) from that
-checkpoint; a broken run is restored (Tuner.restore) when the same cells are run again, and a grid
-grown by new seeds, methods or orders runs only the new cells: finished cells are read from disk.
+Stage one trains each teacher the pending cells need (l2kd.teachers.jobs says which), once, as a
+Ray task with the trial resources (the store keeps it on disk, keyed by content, with its Seq-KD
+data), then puts its weights in the object store so every student trial receives it by reference.
+Stage two runs one Tune trial per pending cell: the trial runs `run_trial` in its cell folder and,
+after every task, reports its scores with a checkpoint of that task boundary. A failed trial is
+retried (FailureConfig) from that checkpoint; a broken run is restored (Tuner.restore) when the same
+cells are run again; a grid grown by seeds, methods or orders runs only the cells not done on disk.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ import shutil
 import signal
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -38,6 +37,8 @@ from ray import tune  # noqa: E402
 
 from .trialconfig import trial_config  # noqa: E402
 from .errors import ArtifactError
+from .gridrun import (STOP_SIGNALS, FaultInjection, GridInterrupted, GridOutcome, newest_checkpoint,
+                      restore_missing_checkpoints)
 from .io import read_json, stable_hash, write_json, write_text
 from .plan import CELLS, TUNE, Cell, Plan
 from .teachers.jobs import job_failed, teacher_stage, train_job
@@ -48,44 +49,6 @@ EventFn = Callable[..., None]
 CURRENT = "current.json"  # which Tune experiment holds the cells of the last run
 ATTEMPT_ERROR = "attempt_error.json"  # a failed attempt's error, written by the trial for the driver
 PROGRESS_EVERY_S = 20.0  # how often a trial tells the driver its epoch/step between task boundaries
-
-
-@dataclass(frozen=True)
-class FaultInjection:
-    """Tests only: make one cell fail once at a given stage and step (the retry must resume)."""
-
-    cell: str
-    stage: int
-    step: int
-    marker: str  # a file created when the fault fires, so the retry runs through
-
-
-class GridInterrupted(KeyboardInterrupt):
-    """The run was stopped (Ctrl-C, SIGTERM or SIGHUP reached Tune, which stopped its trials) before
-    every cell ended. `signum` is the signal that stopped it (the exit code is 128 + signum)."""
-
-    def __init__(self, message: str = "", signum: int = signal.SIGINT):
-        super().__init__(message)
-        self.signum = signum
-
-
-# a scheduler's time limit (SIGTERM) and a lost SSH session (SIGHUP) stop the driver as Ctrl-C does
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
-
-
-@dataclass
-class GridOutcome:
-    run_dir: Path
-    cells: dict[str, str] = field(default_factory=dict)  # cell id -> new | partial | done | changed
-    errors: dict[str, str] = field(default_factory=dict)
-    faults: list[dict[str, Any]] = field(default_factory=list)  # every failed attempt, in order
-    teachers_trained: int = 0
-    teachers_reused: int = 0
-    wall_s: float = 0.0
-
-    @property
-    def ok(self) -> bool:
-        return not self.errors and all(s == "done" for s in self.cells.values())
 
 
 # --------------------------------------------------------------------------- Ray session
@@ -144,39 +107,6 @@ def train_teachers(plan: Plan, cells: list[Cell], emit: EventFn, outcome: GridOu
 
 
 # --------------------------------------------------------------------------- stage two: the cells
-def _newest_checkpoint(tune_dir: str | None, workdir: Path) -> str | None:
-    """The further of Tune's checkpoint and the cell folder's own (a trial may have saved its task
-    boundary and died before reporting it)."""
-    from .checkpoint import latest_checkpoint, read_checkpoint
-
-    if tune_dir is None:
-        return None
-    if not any(Path(tune_dir).iterdir()):  # recreated empty by _restore_missing_checkpoints
-        return None
-    theirs = read_checkpoint(Path(tune_dir))
-    ours = latest_checkpoint(workdir)
-    return None if ours and ours.stages_done >= theirs.stages_done else tune_dir
-
-
-def _restore_missing_checkpoints(experiment: Path) -> list[Path]:
-    """Recreate, empty, the Tune checkpoint folders the experiment's snapshots name but a kill left
-    missing (num_to_keep=1 deletes the older one, and a driver killed before its next snapshot
-    leaves a snapshot naming it): Tune refuses to restore such a trial, while the cell's own
-    task-boundary checkpoint in its folder holds everything it needs (_newest_checkpoint)."""
-    import re
-
-    names = set()
-    for state in experiment.glob("experiment_state*.json"):
-        names |= set(re.findall(r"checkpoint_\d{6}", state.read_text(errors="replace")))
-    made = []
-    for trial_dir in (d for d in experiment.iterdir() if (d / "params.json").is_file()):  # Tune's trials
-        for name in sorted(names):
-            if not (trial_dir / name).exists():
-                (trial_dir / name).mkdir()
-                made.append(trial_dir / name)
-    return made
-
-
 def _cell_trainable(config: dict, *, cells: dict[str, dict], teacher_refs: dict[str, Any],
                     run_dir: str, fault: FaultInjection | None = None, tensorboard: bool = True) -> None:
     """One Tune trial: one cell's trial, resumed from its last finished task when there is one."""
@@ -208,7 +138,7 @@ def _cell_trainable(config: dict, *, cells: dict[str, dict], teacher_refs: dict[
     ckpt = tune.get_checkpoint()
     try:
         with (ckpt.as_directory() if ckpt else contextlib.nullcontext(None)) as tune_dir:
-            resume_from = _newest_checkpoint(tune_dir, workdir)
+            resume_from = newest_checkpoint(tune_dir, workdir)
             result = run_trial(cfg, workdir, teachers=teachers, on_event=on_event, resume_from=resume_from,
                                tensorboard=tensorboard)
     except Exception as e:  # the driver's line names it (Tune's callbacks are not given the error)
@@ -358,7 +288,7 @@ def run_cells(plan: Plan, cells: list[Cell], teacher_refs: dict[str, Any], emit:
                           stages={c.id: plan.status(c).stages for c in cells})
     if tune.Tuner.can_restore(str(path)):
         emit("restore", experiment=str(path))
-        _restore_missing_checkpoints(path)
+        restore_missing_checkpoints(path)
         tuner = tune.Tuner.restore(str(path), trainable, resume_unfinished=True, resume_errored=True)
     else:
         tuner = tune.Tuner(

@@ -65,7 +65,8 @@ def _later() -> tuple[tuple[tuple[str, ...], Any], ...]:
 
 @functools.lru_cache(maxsize=None)
 def _stored() -> tuple[tuple[tuple[str, ...], Any, Any], ...]:
-    return tuple((path, default, mark["stored_as"]) for path, default, mark in _marked() if "stored_as" in mark)
+    return tuple((path, default, mark["stored_as"]) for path, default, mark in _marked()
+                 if "stored_as" in mark)
 
 
 def _parent(config: dict[str, Any], path: tuple[str, ...]) -> dict[str, Any] | None:
@@ -186,5 +187,6 @@ def result_identity(flat_config: dict[str, Any]) -> dict[str, Any]:
 def _result_fields() -> tuple[frozenset[str], frozenset[str]]:
     """(the top-level keys whose fields take part, the dotted fields that do not)."""
     outside = fields_outside(RESULT)
-    sections = {path[0] for path, _, _ in _marked() if len(path) == 1} - {p[0] for p in outside if len(p) == 1}
+    top = {path[0] for path, _, _ in _marked() if len(path) == 1}
+    sections = top - {p[0] for p in outside if len(p) == 1}
     return frozenset(sections | {"primary"}), frozenset(".".join(p) for p in outside)

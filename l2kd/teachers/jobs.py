@@ -15,7 +15,8 @@ from ..trialconfig import trial_config
 from .store import TeacherStore
 
 
-def train_job(config: dict, task: str, root: str, modes: list[str], on_damaged: str = "refuse") -> dict[str, Any]:
+def train_job(config: dict, task: str, root: str, modes: list[str],
+              on_damaged: str = "refuse") -> dict[str, Any]:
     """One job: the teacher of `task` for a trial config, found or trained once in the store at
     `root`, with the Seq-KD data of `modes`."""
     store = TeacherStore(Path(root), on_damaged=on_damaged)
@@ -45,4 +46,5 @@ def teacher_stage(plan: Plan, cells: list[Cell]) -> TeacherStage:
 
 def job_failed(plan: Plan, job: TeacherJob, why: str) -> ArtifactError:
     """The grid's error for a teacher whose job failed (after its retries): it stops the grid."""
-    return ArtifactError(f"teacher {job.folder} failed: {why} (log: {plan.teacher_dir(job.folder) / 'trial.log'})")
+    log_file = plan.teacher_dir(job.folder) / "trial.log"
+    return ArtifactError(f"teacher {job.folder} failed: {why} (log: {log_file})")
