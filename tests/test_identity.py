@@ -74,3 +74,15 @@ def test_a_result_identity_keeps_the_settings_a_table_compares():
     flat = {"model.n_layer": 2, "training.lr": 1e-3, "training.device": "cpu", "data.dir": "x",
             "eval.max_batch_size": 8, "primary.synth.nlg": "rouge", "seed": 3, "method.name": "lamol"}
     assert result_identity(flat) == {"model.n_layer": 2, "training.lr": 1e-3, "primary.synth.nlg": "rouge"}
+
+
+def test_the_marks_place_the_fields_the_old_lists_named():
+    """The lists kept by hand before the marks: trial_identity's pops, teacher_identity's pops and
+    the report's IGNORED_FIELDS; a field added later is placed by its mark, not by a new list."""
+    assert fields_outside(TRIAL) == {("name",), ("training", "log_every")}
+    assert fields_outside(TEACHER) == {("name",), ("training", "log_every"), ("training", "threads"),
+                                       ("data", "dir"), ("model", "tokenizer")}
+    assert {".".join(p) for p in fields_outside(RESULT) if len(p) > 1} == {
+        "training.log_every", "training.threads", "training.device",
+        "eval.every_epoch", "eval.before_training", "eval.tokens_per_batch", "eval.max_batch_size",
+        "data.dir", "data.distil_dir"}
