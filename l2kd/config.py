@@ -45,19 +45,17 @@ TRIAL, TEACHER, RESULT = "trial", "teacher", "result"
 
 
 def outside(*identities: str) -> dict[str, Any]:
-    """A field's mark (json_schema_extra): not part of the named identities, or of any when none is named."""
+    """A field's mark (json_schema_extra): not part of the named identities (none named: of any)."""
     return {"identity": {i: False for i in identities} if identities else False}
 
 
 def added_later() -> dict[str, Any]:
-    """A field's mark: a setting added after identities were first stored, left out of them while it
-    holds its default, so the hashes and keys stored before it existed still match."""
+    """A field's mark: added after identities were first stored, left out of them at its default."""
     return {"added_later": True}
 
 
 def stored_as(value: Any) -> dict[str, Any]:
-    """A field's mark: identities were first stored with `value` as this setting's default; while it
-    holds today's default it joins them as `value`, so stored hashes and keys still match."""
+    """A field's mark: identities were stored with `value` as its default; today's joins as `value`."""
     return {"stored_as": value}
 
 
@@ -126,8 +124,7 @@ class ModelConfig(Strict):
         "kernel (PyTorch's gelu(approximate='tanh')), or 'gelu_new', transformers' chain of eight "
         "operations that the reference ran (its pow runs in fp32 under CUDA autocast). The same "
         "function to float rounding; a model whose config names another activation keeps it",
-        # both kernels compute the same function (to float rounding): a folder trained with gelu_new
-        # before the setting existed resumes with the default; asking for gelu_new joins identities
+        # the same function either way: folders trained (with gelu_new) before it existed resume
         json_schema_extra=added_later(),
     )
     lora: LoraSettings | None = Field(
@@ -208,7 +205,7 @@ class TrainingConfig(Strict):
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="where the trial runs",
                                                    json_schema_extra=outside(RESULT))  # placement
     threads: int | None = Field(None, ge=1, description="torch CPU threads (default: torch's choice)",
-                                json_schema_extra=outside(TEACHER, RESULT))  # placement (a trial keeps it)
+                                json_schema_extra=outside(TEACHER, RESULT))  # placement; a trial keeps it
     fused_qa_lm: bool = Field(
         True,
         description="run the QA (cqa) and LM (gen_X) rows of a batch through one forward call; "
