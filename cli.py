@@ -136,8 +136,8 @@ class TrialProgress:
 def cmd_train(args: argparse.Namespace) -> int:
     from l2kd.trialconfig import load_trial_config
     from l2kd.methods import make_method
-    from l2kd.trial_teachers import TrialTeachers
-    from l2kd.teachers import TeacherStore
+    from l2kd.teachers.background import TrialTeachers
+    from l2kd.teachers.store import TeacherStore
     from l2kd.trial import run_trial, set_up_trial
 
     cfg = load_trial_config(args.config, args.set)

@@ -1,7 +1,8 @@
 """Trial configuration: validated on creation, loaded from YAML with unknown-key errors.
 
 One source of truth for every option: the field's description here (the CLI's `--help` and
-`cli.py validate --explain` print them). This module checks a config's shape; each method's own
+`cli.py validate --explain` print them), and its mark of the identities it is not part of
+(l2kd.identity reads them). This module checks a config's shape; each method's own
 parameters are checked by the method registry, above it: build trial configs with
 `l2kd.trialconfig.trial_config` / `load_trial_config`, which do both. Defaults follow the published LAMOL/L2KD settings
 (`train.py`/`settings.py` of the reference) unless a comment says otherwise. Precedence when
@@ -36,11 +37,34 @@ MODEL_PRESETS: dict[str, dict[str, int]] = {
 }
 
 
+# --------------------------------------------------------------------------- identity marks
+# What identifies a trial (its config hash), a teacher (its key) and a result that may share a
+# table with others is read from these marks on the fields below by l2kd.identity, which holds the
+# rules; a field without a mark is part of all three.
+TRIAL, TEACHER, RESULT = "trial", "teacher", "result"
+
+
+def outside(*identities: str) -> dict[str, Any]:
+    """A field's mark (json_schema_extra): not part of the named identities (none named: of any)."""
+    return {"identity": {i: False for i in identities} if identities else False}
+
+
+def added_later() -> dict[str, Any]:
+    """A field's mark: added after identities were first stored, left out of them at its default."""
+    return {"added_later": True}
+
+
+def stored_as(value: Any) -> dict[str, Any]:
+    """A field's mark: identities were stored with `value` as its default; today's joins as `value`."""
+    return {"stored_as": value}
+
+
 class DataConfig(Strict):
     dir: str = Field(
         "builtin",
         description="folder holding {task}_to_squad-{train,test}-v2.0.json files, or 'builtin' "
         "for the generated synthetic benchmark",
+        json_schema_extra=outside(TEACHER, RESULT),  # a teacher identifies its files by content
     )
     max_train_examples: int | None = Field(
         None, ge=1, description="keep at most this many training examples per task (quick runs)"
@@ -57,6 +81,7 @@ class DataConfig(Strict):
         None,
         description="folder of precomputed Seq-KD files {task}_to_squad-distil-v2.0.json; when "
         "set, seq_kd/seq_kd_soft read them instead of decoding with the teacher",
+        json_schema_extra=outside(RESULT),  # an input of one method, not of what a table compares
     )
 
 
@@ -89,6 +114,8 @@ class ModelConfig(Strict):
         "builtin",
         description="'builtin' (a byte-level BPE trained on the built-in benchmark, small and "
         "fast), a folder with GPT-2's encoder.json + vocab.bpe, or a Hugging Face name/folder",
+        # a teacher identifies it by its vocabulary's fingerprint, not by how its path is spelled
+        json_schema_extra=outside(TEACHER),
     )
     builtin_vocab_size: int = Field(1024, ge=300, description="vocabulary size of the builtin BPE")
     gelu: Literal["gelu_pytorch_tanh", "gelu_new"] = Field(
@@ -97,10 +124,13 @@ class ModelConfig(Strict):
         "kernel (PyTorch's gelu(approximate='tanh')), or 'gelu_new', transformers' chain of eight "
         "operations that the reference ran (its pow runs in fp32 under CUDA autocast). The same "
         "function to float rounding; a model whose config names another activation keeps it",
+        # the same function either way: folders trained (with gelu_new) before it existed resume
+        json_schema_extra=added_later(),
     )
     lora: LoraSettings | None = Field(
         None, description="train LoRA adapters (peft) on a frozen base instead of every weight: "
-        "{r, alpha, dropout, target_modules}; LAMOL's added token rows still train")
+        "{r, alpha, dropout, target_modules}; LAMOL's added token rows still train",
+        json_schema_extra=added_later())  # unset: full fine-tuning, as before the setting existed
 
     @field_validator("config")
     @classmethod
@@ -144,42 +174,6 @@ class ModelConfig(Strict):
         return self.gpt2_kwargs()
 
 
-# Settings added after trial and teacher identities were first stored, with the value that leaves
-# them out of an identity: `training.compile` when off (compiled blocks draw other dropout masks, so
-# when on it is part of it); `model.gelu` at its default, the one-kernel GELU: both kernels compute
-# the same function (to float rounding), so a folder trained with gelu_new before the setting existed
-# resumes with it; asking for gelu_new joins the identity; `model.lora` while unset (full fine-tuning).
-LATER_SETTINGS: dict[tuple[str, str], Any] = {("training", "compile"): False,
-                                              ("model", "gelu"): "gelu_pytorch_tanh",
-                                              ("model", "lora"): None}
-
-
-def drop_unset_later_settings(config: dict[str, Any]) -> dict[str, Any]:
-    """A trial's or a teacher's identity (its hash, its key) from a config dict: the settings of
-    LATER_SETTINGS are left out where they hold the value that leaves them out (or are missing),
-    so stored trials and teachers keep their keys."""
-    for (section, key), unset in LATER_SETTINGS.items():
-        part = config.get(section)
-        if isinstance(part, dict) and part.get(key, unset) == unset:
-            part.pop(key, None)
-    if isinstance(config.get("eval"), dict):
-        stored_eval_identity(config["eval"])
-    return config
-
-
-# Decoding's batch sizes became speed-only settings after identities were stored with the defaults
-# on the left; while at the defaults on the right they join an identity as the stored ones did.
-_EVAL_DEFAULTS_STORED = {"tokens_per_batch": (None, 16384), "max_batch_size": (2048, 256)}
-
-
-def stored_eval_identity(eval_section: dict[str, Any]) -> dict[str, Any]:
-    """The eval section as it joins a trial's or a teacher's identity (see _EVAL_DEFAULTS_STORED)."""
-    for key, (now, stored) in _EVAL_DEFAULTS_STORED.items():
-        if eval_section.get(key) == now:
-            eval_section[key] = stored
-    return eval_section
-
-
 class TrainingConfig(Strict):
     epochs: int = Field(9, ge=1, description="epochs per task (L2KD: 9; LAMOL's default was 3)")
     lr: float = Field(6.25e-5, gt=0, description="peak AdamW learning rate")
@@ -208,8 +202,10 @@ class TrainingConfig(Strict):
         "auto", description="'auto': bf16 on a GPU that supports it, else fp32"
     )
     zero_stage: int = Field(0, ge=0, le=2, description="DeepSpeed ZeRO stage (0-2)")
-    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="where the trial runs")
-    threads: int | None = Field(None, ge=1, description="torch CPU threads (default: torch's choice)")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="where the trial runs",
+                                                   json_schema_extra=outside(RESULT))  # placement
+    threads: int | None = Field(None, ge=1, description="torch CPU threads (default: torch's choice)",
+                                json_schema_extra=outside(TEACHER, RESULT))  # placement; a trial keeps it
     fused_qa_lm: bool = Field(
         True,
         description="run the QA (cqa) and LM (gen_X) rows of a batch through one forward call; "
@@ -220,8 +216,11 @@ class TrainingConfig(Strict):
         description="run GPT-2's blocks through torch.compile (inductor, dynamic shapes) in training "
         "and in Word-KD's teacher: fewer, fused kernels where eager steps are bound by kernel "
         "launches (a GPU); the first step of a process waits for the compiler. Decoding stays eager",
+        # when on, part of identities: compiled blocks draw other dropout masks
+        json_schema_extra=added_later(),
     )
-    log_every: int = Field(50, ge=1, description="steps between progress events")
+    log_every: int = Field(50, ge=1, description="steps between progress events",
+                           json_schema_extra=outside())  # display only
 
 
 class EvalConfig(Strict):
@@ -236,13 +235,19 @@ class EvalConfig(Strict):
         None, ge=64, description="KV-cache positions a decode batch plans for: rows x (longest "
         "prompt + new tokens its rows are expected to need); default: what 8 GiB of cache holds on a "
         "GPU, 2 GiB on a CPU (at most 262,144). Speed and memory only: results do not depend on it "
-        "(top-k draws are keyed by row)")
-    max_batch_size: int = Field(2048, ge=1, description="most sequences per decode batch (speed only)")
+        "(top-k draws are keyed by row)",
+        # speed only since identities were stored with 16384 as its default (see stored_as)
+        json_schema_extra={**outside(RESULT), **stored_as(16384)})
+    max_batch_size: int = Field(2048, ge=1, description="most sequences per decode batch (speed only)",
+                                json_schema_extra={**outside(RESULT), **stored_as(256)})
+    # which extra evaluations run does not change what a trial measures (teachers switch both off)
     every_epoch: bool = Field(
-        False, description="also evaluate every task after every epoch (learning curves)"
+        False, description="also evaluate every task after every epoch (learning curves)",
+        json_schema_extra=outside(RESULT),
     )
     before_training: bool = Field(
-        True, description="evaluate the untrained model first: the b_j of forward transfer (FWT)"
+        True, description="evaluate the untrained model first: the b_j of forward transfer (FWT)",
+        json_schema_extra=outside(RESULT),
     )
 
 
@@ -254,10 +259,16 @@ class MethodSpec(Strict):
 
 
 class TrialConfig(Strict):
-    name: str | None = Field(None, description="a label for the trial (defaults to the file name)")
-    tasks: list[str] = Field(..., min_length=1, description="the task order")
-    method: MethodSpec = Field(..., description="a method name, or {name: ..., <its params>}")
-    seed: int = Field(42, description="seeds model init, shuffling, dropout and sampling")
+    name: str | None = Field(None, description="a label for the trial (defaults to the file name)",
+                             json_schema_extra=outside())  # a label only
+    # the order, method and seed are what a report's rows and columns are keyed by, not what its
+    # results must share to be compared
+    tasks: list[str] = Field(..., min_length=1, description="the task order",
+                             json_schema_extra=outside(RESULT))
+    method: MethodSpec = Field(..., description="a method name, or {name: ..., <its params>}",
+                               json_schema_extra=outside(RESULT))
+    seed: int = Field(42, description="seeds model init, shuffling, dropout and sampling",
+                      json_schema_extra=outside(RESULT))
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     training: TrainingConfig = Field(default_factory=TrainingConfig)

@@ -1,12 +1,12 @@
 """The grid on Ray: teachers once as Ray tasks, then every cell as a Ray Tune trial. The only Ray import.
 
-Stage one trains each teacher the pending cells need, once, as a Ray task with the trial resources
-(l2kd.teachers keeps it on disk, keyed by content, with its Seq-KD data), then puts its weights in
-the object store so every student trial receives it by reference. Stage two runs one Tune trial per
-pending cell: the trial runs `run_trial` in its cell folder and, after every task, reports its scores
-with a checkpoint of that task boundary. A failed trial is retried (FailureConfig) from that
-checkpoint; a broken run is restored (Tuner.restore) when the same cells are run again, and a grid
-grown by new seeds, methods or orders runs only the new cells: finished cells are read from disk.
+Stage one trains each teacher the pending cells need (l2kd.teachers.jobs says which), once, as a
+Ray task with the trial resources (the store keeps it on disk, keyed by content, with its Seq-KD
+data), then puts its weights in the object store so every student trial receives it by reference.
+Stage two runs one Tune trial per pending cell: the trial runs `run_trial` in its cell folder and,
+after every task, reports its scores with a checkpoint of that task boundary. A failed trial is
+retried (FailureConfig) from that checkpoint; a broken run is restored (Tuner.restore) when the same
+cells are run again; a grid grown by seeds, methods or orders runs only the cells not done on disk.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ import shutil
 import signal
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -38,54 +37,18 @@ from ray import tune  # noqa: E402
 
 from .trialconfig import trial_config  # noqa: E402
 from .errors import ArtifactError
+from .gridrun import (STOP_SIGNALS, FaultInjection, GridInterrupted, GridOutcome, newest_checkpoint,
+                      restore_missing_checkpoints)
 from .io import read_json, stable_hash, write_json, write_text
-from .methods.kd import distil_file
-from .plan import CELLS, TEACHERS, TUNE, Cell, Plan
-from .teachers import TeacherStore, pack_teacher
+from .plan import CELLS, TUNE, Cell, Plan
+from .teachers.jobs import job_failed, teacher_stage, train_job
+from .teachers.store import pack_teacher
 
 log = logging.getLogger(__name__)
 EventFn = Callable[..., None]
 CURRENT = "current.json"  # which Tune experiment holds the cells of the last run
 ATTEMPT_ERROR = "attempt_error.json"  # a failed attempt's error, written by the trial for the driver
 PROGRESS_EVERY_S = 20.0  # how often a trial tells the driver its epoch/step between task boundaries
-
-
-@dataclass(frozen=True)
-class FaultInjection:
-    """Tests only: make one cell fail once at a given stage and step (the retry must resume)."""
-
-    cell: str
-    stage: int
-    step: int
-    marker: str  # a file created when the fault fires, so the retry runs through
-
-
-class GridInterrupted(KeyboardInterrupt):
-    """The run was stopped (Ctrl-C, SIGTERM or SIGHUP reached Tune, which stopped its trials) before
-    every cell ended. `signum` is the signal that stopped it (the exit code is 128 + signum)."""
-
-    def __init__(self, message: str = "", signum: int = signal.SIGINT):
-        super().__init__(message)
-        self.signum = signum
-
-
-# a scheduler's time limit (SIGTERM) and a lost SSH session (SIGHUP) stop the driver as Ctrl-C does
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
-
-
-@dataclass
-class GridOutcome:
-    run_dir: Path
-    cells: dict[str, str] = field(default_factory=dict)  # cell id -> new | partial | done | changed
-    errors: dict[str, str] = field(default_factory=dict)
-    faults: list[dict[str, Any]] = field(default_factory=list)  # every failed attempt, in order
-    teachers_trained: int = 0
-    teachers_reused: int = 0
-    wall_s: float = 0.0
-
-    @property
-    def ok(self) -> bool:
-        return not self.errors and all(s == "done" for s in self.cells.values())
 
 
 # --------------------------------------------------------------------------- Ray session
@@ -114,34 +77,19 @@ def connect(address: str | None, *, dashboard: bool, num_cpus: int | None = None
 
 
 # --------------------------------------------------------------------------- stage one: teachers
-def _train_teacher(config: dict, task: str, root: str, modes: list[str], on_damaged: str = "refuse") -> dict[str, Any]:
-    """A Ray task: the teacher of `task` for a trial config, trained once (or found) on disk."""
-    store = TeacherStore(Path(root), on_damaged=on_damaged)
-    t0 = time.perf_counter()
-    path = store.ensure(trial_config(config, f"teacher of {task}"), task, seq_kd_modes=tuple(modes))
-    return {"path": str(path), "trained": store.trained, "s": time.perf_counter() - t0}
-
-
 def train_teachers(plan: Plan, cells: list[Cell], emit: EventFn, outcome: GridOutcome,
                    on_damaged: str = "refuse") -> dict[str, Any]:
-    """Every teacher `cells` need (and the Single references), trained once; then into the object
-    store. Returns teacher folder name -> ObjectRef of its PackedCheckpoint."""
-    wanted = {folder for c in cells for _, folder in c.teachers}
-    jobs = [j for j in plan.teachers.values() if j.folder in wanted or j.reference]
+    """Every teacher `cells` need (and the Single references), trained once as Ray tasks; then into
+    the object store. Returns teacher folder name -> ObjectRef of its PackedCheckpoint."""
+    stage = teacher_stage(plan, cells)
+    outcome.teachers_reused += stage.reused
     res = plan.spec.resources
-    remote = ray.remote(_train_teacher).options(num_cpus=res.cpu, num_gpus=res.gpu,
-                                                max_retries=plan.spec.ray.max_failures,
-                                                retry_exceptions=True)
-    root = str(plan.run_dir / TEACHERS)
+    remote = ray.remote(train_job).options(num_cpus=res.cpu, num_gpus=res.gpu, retry_exceptions=True,
+                                           max_retries=plan.spec.ray.max_failures)
     todo = {}
-    for job in jobs:
-        ready = plan.teacher_ready(job) and all(
-            distil_file(plan.teacher_dir(job.folder), m).is_file() for m in job.seq_kd_modes)
-        if ready:
-            outcome.teachers_reused += 1
-            continue
+    for job in stage.to_run:
         emit("teacher_start", teacher=job.folder, users=len(job.users))
-        todo[remote.remote(job.config, job.task, root, sorted(job.seq_kd_modes), on_damaged)] = job
+        todo[remote.remote(*stage.job_args(plan, job, on_damaged))] = job
     try:
         while todo:
             done, _ = ray.wait(list(todo), num_returns=1)
@@ -149,50 +97,16 @@ def train_teachers(plan: Plan, cells: list[Cell], emit: EventFn, outcome: GridOu
             try:
                 info = ray.get(done[0])
             except Exception as e:  # noqa: BLE001 - a failed teacher stops the grid with its error
-                log_file = plan.teacher_dir(job.folder) / "trial.log"
-                raise ArtifactError(f"teacher {job.folder} failed: {_first_line(e)} (log: {log_file})") from None
+                raise job_failed(plan, job, _first_line(e)) from None
             outcome.teachers_trained += info["trained"]
             emit("teacher_done", teacher=job.folder, seconds=info["s"], trained=bool(info["trained"]))
     finally:
         for ref in todo:
             ray.cancel(ref, force=True)
-    return {folder: ray.put(pack_teacher(plan.teacher_dir(folder))) for folder in sorted(wanted)}
+    return {folder: ray.put(pack_teacher(plan.teacher_dir(folder))) for folder in stage.wanted}
 
 
 # --------------------------------------------------------------------------- stage two: the cells
-def _newest_checkpoint(tune_dir: str | None, workdir: Path) -> str | None:
-    """The further of Tune's checkpoint and the cell folder's own (a trial may have saved its task
-    boundary and died before reporting it)."""
-    from .checkpoint import latest_checkpoint, read_checkpoint
-
-    if tune_dir is None:
-        return None
-    if not any(Path(tune_dir).iterdir()):  # recreated empty by _restore_missing_checkpoints
-        return None
-    theirs = read_checkpoint(Path(tune_dir))
-    ours = latest_checkpoint(workdir)
-    return None if ours and ours.stages_done >= theirs.stages_done else tune_dir
-
-
-def _restore_missing_checkpoints(experiment: Path) -> list[Path]:
-    """Recreate, empty, the Tune checkpoint folders the experiment's snapshots name but a kill left
-    missing (num_to_keep=1 deletes the older one, and a driver killed before its next snapshot
-    leaves a snapshot naming it): Tune refuses to restore such a trial, while the cell's own
-    task-boundary checkpoint in its folder holds everything it needs (_newest_checkpoint)."""
-    import re
-
-    names = set()
-    for state in experiment.glob("experiment_state*.json"):
-        names |= set(re.findall(r"checkpoint_\d{6}", state.read_text(errors="replace")))
-    made = []
-    for trial_dir in (d for d in experiment.iterdir() if (d / "params.json").is_file()):  # Tune's trials
-        for name in sorted(names):
-            if not (trial_dir / name).exists():
-                (trial_dir / name).mkdir()
-                made.append(trial_dir / name)
-    return made
-
-
 def _cell_trainable(config: dict, *, cells: dict[str, dict], teacher_refs: dict[str, Any],
                     run_dir: str, fault: FaultInjection | None = None, tensorboard: bool = True) -> None:
     """One Tune trial: one cell's trial, resumed from its last finished task when there is one."""
@@ -224,7 +138,7 @@ def _cell_trainable(config: dict, *, cells: dict[str, dict], teacher_refs: dict[
     ckpt = tune.get_checkpoint()
     try:
         with (ckpt.as_directory() if ckpt else contextlib.nullcontext(None)) as tune_dir:
-            resume_from = _newest_checkpoint(tune_dir, workdir)
+            resume_from = newest_checkpoint(tune_dir, workdir)
             result = run_trial(cfg, workdir, teachers=teachers, on_event=on_event, resume_from=resume_from,
                                tensorboard=tensorboard)
     except Exception as e:  # the driver's line names it (Tune's callbacks are not given the error)
@@ -374,7 +288,7 @@ def run_cells(plan: Plan, cells: list[Cell], teacher_refs: dict[str, Any], emit:
                           stages={c.id: plan.status(c).stages for c in cells})
     if tune.Tuner.can_restore(str(path)):
         emit("restore", experiment=str(path))
-        _restore_missing_checkpoints(path)
+        restore_missing_checkpoints(path)
         tuner = tune.Tuner.restore(str(path), trainable, resume_unfinished=True, resume_errored=True)
     else:
         tuner = tune.Tuner(

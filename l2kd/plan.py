@@ -6,7 +6,7 @@ Run folder layout (RUN_DIR = STORAGE/NAME):
     RUN_DIR/grid.yaml                     the grid as run (resolved)
     RUN_DIR/cells/<cell_id>/              one trial per cell: results.json, cell.json, predictions/,
                                           checkpoints/, trial.log, tensorboard/ (l2kd.trial.run_trial's folder)
-    RUN_DIR/teachers/<task>-<key>/        one single-task LAMOL teacher per key (l2kd.teachers)
+    RUN_DIR/teachers/<task>-<key>/        one single-task LAMOL teacher per key (l2kd.teachers.store)
     RUN_DIR/tune/                         Ray Tune's experiment state (restore) and its checkpoints
     RUN_DIR/mlruns/                       MLflow's file store, when the grid's tracking names mlflow
 
@@ -32,8 +32,8 @@ from .io import read_json, writable_problem
 from .methods import SINGLE, kind_of, make_method
 from .results import RESULTS_FILE
 from .tasks import short_name
-from .teachers import MANIFEST, TeacherStore, damaged_error, teacher_damage
-from .trial import config_hash, settings_diff
+from .teachers.store import MANIFEST, TeacherStore, damaged_error, ready, teacher_damage
+from .identity import config_hash, settings_diff
 
 CELLS, TEACHERS, TUNE = "cells", "teachers", "tune"
 
@@ -138,9 +138,9 @@ class Plan:
             if root.is_dir() else []
 
     def teacher_ready(self, job: TeacherJob) -> bool:
-        """Finished and whole: a damaged teacher is never counted ready (it is refused or retrained)."""
-        folder = self.teacher_dir(job.folder)
-        return (folder / MANIFEST).is_file() and teacher_damage(folder) is None
+        """Finished, whole and with the Seq-KD data its cells need (l2kd.teachers.store.ready): a
+        damaged teacher is never counted ready (it is refused or retrained)."""
+        return ready(self.teacher_dir(job.folder), job.seq_kd_modes)
 
     def damaged_teachers(self) -> dict[str, str]:
         """Teacher folder -> the line naming its damaged file, for the finished teachers that fail
@@ -333,7 +333,7 @@ def cell_tokens(cfg: TrialConfig) -> int:
 def work(plan: Plan) -> dict[str, Any]:
     """Trained tokens per cell and per teacher (None where data is missing), the totals, and what of
     them a run would still train (cells not finished, teachers not on disk)."""
-    from .teachers import teacher_config
+    from .teachers.store import teacher_config
 
     cells, teachers = {}, {}
     for c in plan.cells:

@@ -10,7 +10,6 @@ A trial started again on the same folder resumes after its last finished stage.
 from __future__ import annotations
 
 import contextlib
-import copy
 import logging
 import time
 from contextlib import contextmanager
@@ -23,16 +22,17 @@ import yaml
 
 from .compute import ComputeMeter
 from .checkpoint import CHECKPOINTS, Checkpoint, latest_checkpoint, read_checkpoint, save_checkpoint
-from .config import TrainingConfig, TrialConfig, drop_unset_later_settings
+from .config import TrainingConfig, TrialConfig
 from .context import TrialContext
 from .data import load_split
-from .data.batching import collate, plan_epoch  # noqa: F401  (plan_epoch: re-exported)
+from .data.batching import collate
 from .data.prefetch import prefetch
 from .data.encoding import TrainRow
 from .engine import Engine
 from .errors import ArtifactError, ConfigError
 from .evaluate import evaluate_all
-from .io import remove_leftovers, stable_hash, write_jsonl, write_text
+from .identity import config_hash, settings_diff
+from .io import remove_leftovers, write_jsonl, write_text
 from .methods import Method, make_method
 from .model import build_model, grow_embeddings, n_positions, use_gelu
 from .rescore import predictions_dir
@@ -61,37 +61,6 @@ def resolve_device(training: TrainingConfig) -> tuple[torch.device, str, torch.d
         raise ConfigError("training.precision: fp16 needs a GPU (use bf16 or fp32 on a CPU)")
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
     return device, precision, dtype
-
-
-def trial_identity(cfg_dict: dict[str, Any]) -> dict[str, Any]:
-    """What identifies a trial's work (its name and display settings excluded)."""
-    d = copy.deepcopy(cfg_dict)
-    d.pop("name", None)
-    d.get("training", {}).pop("log_every", None)
-    drop_unset_later_settings(d)
-    return d
-
-
-def config_hash(cfg: TrialConfig) -> str:
-    return stable_hash(trial_identity(cfg.to_dict()))
-
-
-def changed_settings(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
-    """The dotted keys whose values differ between two trial identities."""
-    out = []
-    for key in sorted(set(old) | set(new)):
-        a, b = old.get(key), new.get(key)
-        if isinstance(a, dict) and isinstance(b, dict):
-            out += changed_settings(a, b, f"{prefix}{key}.")
-        elif a != b:
-            out.append(f"{prefix}{key} ({a!r} -> {b!r})")
-    return out
-
-
-def settings_diff(old_config: dict[str, Any], new_config: dict[str, Any]) -> str:
-    """The settings that tell two trial configs apart, up to three, for an error message."""
-    changed = changed_settings(trial_identity(old_config), trial_identity(new_config))
-    return "; ".join(changed[:3]) + ("; ..." if len(changed) > 3 else "")
 
 
 @contextmanager

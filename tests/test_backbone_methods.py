@@ -3,7 +3,7 @@ on tiny Llama-style (rotary + GQA), GPT-NeoX-style and GPT-2 models, full and Lo
 
 import pytest
 
-from l2kd.teachers import TeacherStore
+from l2kd.teachers.store import TeacherStore
 from l2kd.trial import run_trial
 from l2kd.trialconfig import trial_config
 

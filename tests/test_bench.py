@@ -80,7 +80,7 @@ def test_grid_projection_counts_every_cell_and_teacher_at_its_policys_rate(tmp_p
     from l2kd.bench.step import grid_projection
     from l2kd.gridspec import parse_grid
     from l2kd.plan import build_plan, cell_tokens
-    from l2kd.teachers import teacher_config
+    from l2kd.teachers.store import teacher_config
 
     g = {"name": "g", "tasks": ["synth.nlg", "synth.sentiment"], "orders": "forward_reverse",
          "methods": ["lamol", "word_kd"], "seeds": [3], "data": {"max_train_examples": 24, "max_test_examples": 6},

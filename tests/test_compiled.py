@@ -8,7 +8,7 @@ from l2kd.config import TrainingConfig, TrialConfig
 from l2kd.engine import Engine
 from l2kd.losses import token_ce
 from l2kd.model import TargetLogits, compiled_block, hidden_states
-from l2kd.trial import config_hash
+from l2kd.identity import config_hash
 
 CPU = torch.device("cpu")
 

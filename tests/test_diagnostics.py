@@ -7,7 +7,7 @@ import torch
 
 from l2kd import diagnostics as D
 from l2kd.data.encoding import SpecialIds, encode_train
-from l2kd.teachers import TeacherStore, read_manifest
+from l2kd.teachers.store import TeacherStore, read_manifest
 from l2kd.trial import run_trial
 from l2kd.trialconfig import trial_config
 

@@ -8,7 +8,7 @@ from transformers.activations import ACT2FN
 from l2kd.config import ModelConfig, TrialConfig
 from l2kd.model import build_model, model_from_state, use_gelu
 from l2kd.tokenizer import Tokenizer
-from l2kd.trial import config_hash
+from l2kd.identity import config_hash
 from l2kd.trialconfig import trial_config
 
 from conftest import tiny_trial
@@ -59,7 +59,8 @@ def test_a_model_saved_with_gelu_new_is_switched_and_another_activation_is_kept(
 
 
 def test_gelu_joins_identities_only_when_gelu_new_is_asked_for():
-    from l2kd.teachers import teacher_config, teacher_key
+    from l2kd.identity import teacher_key
+    from l2kd.teachers.store import teacher_config
 
     cfg = trial_config(tiny_trial(method="word_kd"))
     d = cfg.to_dict()

@@ -42,7 +42,7 @@ def test_padded_head_and_compiled_blocks_keep_gpt2s_values_in_bf16():
 
 
 def test_a_word_kd_trial_runs_on_the_gpu(tmp_path):
-    from l2kd.teachers import TeacherStore
+    from l2kd.teachers.store import TeacherStore
 
     cfg = trial_config(tiny_trial(method="word_kd", **{"training.device": "cuda", "training.compile": True}))
     teachers = TeacherStore(tmp_path / "teachers").ensure_all(cfg)

@@ -157,13 +157,13 @@ def test_a_checkpoint_a_killed_driver_left_named_but_missing_is_recreated_empty(
     """Tune refuses to restore a trial whose snapshot names a deleted checkpoint (num_to_keep=1 and a
     driver SIGKILLed before its next snapshot); the folder comes back empty and the cell resumes from
     its own task-boundary checkpoint."""
-    from l2kd.grid import _newest_checkpoint, _restore_missing_checkpoints
+    from l2kd.gridrun import newest_checkpoint, restore_missing_checkpoints
 
     exp = tmp_path / "exp"
     trial = exp / "cell-a"
     (trial / "checkpoint_000001").mkdir(parents=True)
     (trial / "params.json").write_text("{}")
     (exp / "experiment_state-1.json").write_text('{"a": "cell-a/checkpoint_000000", "b": "checkpoint_000001"}')
-    made = _restore_missing_checkpoints(exp)
+    made = restore_missing_checkpoints(exp)
     assert made == [trial / "checkpoint_000000"] and not any(made[0].iterdir())
-    assert _newest_checkpoint(str(made[0]), tmp_path / "cell-folder") is None  # the cell folder decides
+    assert newest_checkpoint(str(made[0]), tmp_path / "cell-folder") is None  # the cell folder decides

@@ -164,7 +164,7 @@ def test_teachers_no_cell_uses_are_left_out_of_the_grids_report(storage):
 def test_work_ahead_leaves_out_finished_cells(storage):
     import json
 
-    from l2kd.trial import config_hash
+    from l2kd.identity import config_hash
 
     plan = build_plan(parse_grid(grid(methods=["lamol"]), "g.yaml", storage=storage))
     before = work(plan)

@@ -14,8 +14,8 @@ from l2kd.data.synthetic import generate
 from l2kd.errors import ArtifactError, DataError
 from l2kd.losses import token_kl
 from l2kd.methods import make_method
-from l2kd.methods.kd import check_aligned, distil_file
-from l2kd.teachers import TeacherStore, read_manifest, teacher_config
+from l2kd.teachers.seqkd import check_aligned, distil_file
+from l2kd.teachers.store import TeacherStore, read_manifest, teacher_config
 from l2kd.trial import run_trial
 
 from conftest import tiny_trial
@@ -59,7 +59,7 @@ def store_and_cfg(tmp_path_factory):
 def test_asking_twice_for_a_teacher_trains_it_once(store_and_cfg, caplog):
     store, cfg, teachers = store_and_cfg
     assert store.trained == 2 and store.hits == 0  # one per task
-    with caplog.at_level(logging.INFO, logger="l2kd.teachers"):
+    with caplog.at_level(logging.INFO, logger="l2kd.teachers.store"):
         again = TeacherStore(store.root).ensure(cfg, "synth.nlg")
     assert again == teachers["synth.nlg"]
     assert any("teacher cache hit" in r.getMessage() for r in caplog.records)

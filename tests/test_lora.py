@@ -115,7 +115,7 @@ def test_ewc_importance_and_anchor_cover_the_trainable_weights_only(tmp_path):
 
 
 def test_lora_settings_leave_old_trial_identities_alone():
-    from l2kd.trial import config_hash, trial_identity
+    from l2kd.identity import config_hash, trial_identity
 
     plain = trial_config(tiny_trial())
     assert "lora" not in trial_identity(plain.to_dict())["model"]

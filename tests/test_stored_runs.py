@@ -54,3 +54,27 @@ def test_a_stored_grid_folder_reports_without_training(tmp_path, capsys):
     assert "lamol" in table and "word_kd" in table
     assert not list(plan.run_dir.glob("cells/*/checkpoints/stage-01/*.tmp*"))
     assert plan.status(next(c for c in plan.cells if c.method == "finetune")).state == "partial"
+
+
+def test_a_stored_teacher_without_the_seq_kd_data_a_cell_needs_reads_to_train(tmp_path, capsys, monkeypatch):
+    """The one readiness check (l2kd.teachers.store.ready) asks for the Seq-KD data of the modes
+    the cells need, not only the manifest: the plan and the dry run say "to train"."""
+    import cli
+
+    g = yaml.safe_load((FIXTURE / "grid.yaml").read_text())
+    g["methods"] = ["word_kd", "seq_kd"]  # seq_kd's teachers are word_kd's; it also needs distil-greedy.json
+    grid = tmp_path / "grid.yaml"
+    grid.write_text(yaml.safe_dump(g))
+    shutil.copytree(FIXTURE / "teachers", tmp_path / "store" / "oldrun" / "teachers")
+    plan = build_plan(parse_grid({**g, "storage": str(tmp_path / "store")}, str(grid)))
+    assert sorted(plan.teachers) == sorted(p.name for p in (FIXTURE / "teachers").iterdir() if p.is_dir())
+    assert all(job.seq_kd_modes == {"greedy"} and not plan.teacher_ready(job) for job in plan.teachers.values())
+    word_kd_only = build_plan(parse_grid({**g, "methods": ["word_kd"], "storage": str(tmp_path / "store")}, str(grid)))
+    assert all(word_kd_only.teacher_ready(job) for job in word_kd_only.teachers.values())
+
+    monkeypatch.setenv("COLUMNS", "200")
+    assert cli.main(["grid", str(grid), "--dry-run", "--storage", str(tmp_path / "store")]) == 0
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if "synth." in line and "greedy" in line]
+    assert len(rows) == 2 and all("to train" in r and "ready" not in r for r in rows), out
+    assert "a run now would: train 2 teacher(s)" in out

@@ -11,9 +11,9 @@ import yaml
 
 from l2kd.errors import ArtifactError
 from l2kd.gridspec import parse_grid
-from l2kd.methods.kd import distil_file
+from l2kd.teachers.seqkd import distil_file
 from l2kd.plan import build_plan
-from l2kd.teachers import MANIFEST, TeacherStore, pack_teacher, read_manifest, teacher_damage
+from l2kd.teachers.store import MANIFEST, TeacherStore, pack_teacher, read_manifest, teacher_damage
 
 from conftest import REPO
 from test_gridspec import grid

@@ -10,9 +10,9 @@ import time
 
 import pytest
 
-from l2kd.trial_teachers import WORKER_OUTPUT, TrialTeachers
+from l2kd.teachers.background import WORKER_OUTPUT, TrialTeachers
 from l2kd.errors import ArtifactError
-from l2kd.teachers import MANIFEST, TeacherStore, read_manifest
+from l2kd.teachers.store import MANIFEST, TeacherStore, read_manifest
 from l2kd.trialconfig import trial_config
 
 from conftest import tiny_trial

@@ -288,7 +288,7 @@ def projection(s: BenchSetup, r: BenchResult) -> dict[str, float]:
     """Wall time of the whole trial at the measured rates: training (teachers too, with Word-KD's
     extra cost) and all of its decoding (every pass counted and projected by bench.decoding)."""
     from ..plan import cell_tokens
-    from ..teachers import teacher_config
+    from ..teachers.store import teacher_config
 
     cfg = s.cfg
     method = make_method(cfg.method)

@@ -215,7 +215,7 @@ def grid_projection(plan, r, overrides: list[str] = ()) -> dict[str, Any]:
     from ..errors import UserError
     from ..methods import method_class
     from ..plan import cell_tokens
-    from ..teachers import teacher_config
+    from ..teachers.store import teacher_config
     from ..trialconfig import trial_config
 
     rates = {"tokens": r.train["fast"].tokens_per_s, "paper": r.train["fast, paper"].tokens_per_s}

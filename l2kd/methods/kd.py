@@ -21,29 +21,25 @@ student columns the same way; student columns of other tasks' tokens get target 
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
-from typing import Union
 
 import torch
 from pydantic import Field
 
-from ..checkpoint import PackedCheckpoint, latest_checkpoint
 from ..context import TrialContext
 from ..data import load_split
-from ..data.encoding import encode_prompt, join_answers, split_answers
-from ..data.lamol_json import Example, read_lamol, to_lamol
-from ..decode import DecodeSettings, amp, decode
-from ..errors import ArtifactError, DataError
-from ..io import write_json
+from ..data.lamol_json import Example
+from ..decode import amp
+from ..errors import ArtifactError
 from ..losses import grouped_means, kd_and_nll_each, weighted_nll
-from ..model import TargetLogits, n_positions, use_gelu
-from ..tokenizer import Tokenizer, clean_up_tokenization
+from ..model import TargetLogits
+from ..teachers.loading import load_teacher, teacher_folder
+from ..teachers.seqkd import SEQ_KD_SEED, check_aligned, teacher_answers
+from ..tokenizer import Tokenizer
 from .base import Method
 from .lamol import Lamol, LamolParams
 from .registry import register
 from .teacher_cache import TeacherCache
-
 
 class KDParams(LamolParams):
     temperature: float = Field(2.0, gt=0, description="KD temperature T (the loss is scaled by T²)")
@@ -64,79 +60,6 @@ class SeqKDParams(LamolParams):
 
 class SeqKDSoftParams(KDParams, SeqKDParams):
     pass
-
-
-# --------------------------------------------------------------------------- teachers
-SEQ_KD_SEED = "seq_kd"  # the seed label of a teacher's decoded answers (the store decodes them alike)
-TeacherSource = Union[Path, PackedCheckpoint]  # a teacher folder, or its weights in memory
-
-
-def teacher_folder(source: TeacherSource) -> Path:
-    return source.path if isinstance(source, PackedCheckpoint) else Path(source)
-
-
-def load_teacher(source: TeacherSource, device: torch.device, amp_dtype: torch.dtype | None = None,
-                 compile_blocks: bool = False, gelu: str | None = None) -> tuple[TargetLogits, Tokenizer]:
-    """The teacher as a frozen eval-mode module on `device`, its weights kept for autocast to
-    `amp_dtype` (see TargetLogits.frozen), with its tokenizer; `gelu`: the GELU kernel its blocks
-    run (the student's setting; a teacher trained before the setting existed ran gelu_new)."""
-    ckpt = source if isinstance(source, PackedCheckpoint) else latest_checkpoint(Path(source))
-    if ckpt is None or not ckpt.complete:
-        raise ArtifactError(f"{teacher_folder(source)}: no finished teacher here")
-    model = ckpt.model()
-    if gelu is not None:
-        use_gelu(model, gelu)
-    return TargetLogits.frozen(model.to(device), amp_dtype, compile_blocks), ckpt.tokenizer()
-
-
-def distil_file(teacher_dir: Path, mode: str) -> Path:
-    return Path(teacher_dir) / f"distil-{mode}.json"
-
-
-def decode_teacher_answers(source: TeacherSource, examples: list[Example], mode: str, *,
-                           device: torch.device, amp_dtype, seed: int,
-                           settings: DecodeSettings) -> list[Example]:
-    """The teacher's answers to the training questions (the reference's --test_training_set)."""
-    head, tok = load_teacher(source, device, amp_dtype)
-    model = head.gpt2
-    ids = tok.ids
-    max_len = n_positions(model)
-    C = tok.encode_batch([e.context for e in examples])
-    Q = tok.encode_batch([e.question for e in examples])
-    longest = max(len(join_answers(tok.encode_batch(list(e.answers)), ids.pad)) for e in examples)
-    prompts = [encode_prompt(c, q, ids, max_len) for c, q in zip(C, Q)]
-    outs = decode(model, prompts, longest, eos=ids.eos, pad=ids.pad, max_total=max_len,
-                  settings=replace(settings, mode=mode), device=device, amp_dtype=amp_dtype,
-                  seed=seed)
-    # As the reference's test decoder: decode with LAMOL's clean-up, several answers split at __pad__.
-    answers = [tuple(clean_up_tokenization(tok.decode(part)) for part in split_answers(o, ids.pad))
-               for o in outs]
-    return [replace(e, answers=a) for e, a in zip(examples, answers)]
-
-
-def teacher_answers(source: TeacherSource, train: list[Example], mode: str, *, device: torch.device,
-                    amp_dtype, seed: int, settings: DecodeSettings) -> list[Example]:
-    """Seq-KD data: the teacher's decoded training answers, decoded once per teacher and mode and
-    cached beside the teacher (`distil-{mode}.json`), then checked against the training set."""
-    path = distil_file(teacher_folder(source), mode)
-    if not path.is_file():
-        write_json(path, to_lamol(decode_teacher_answers(source, train, mode, device=device,
-                                                         amp_dtype=amp_dtype, seed=seed,
-                                                         settings=settings)))
-    distil = read_lamol(path)
-    check_aligned(distil, train, str(path))
-    # the cache holds the (capped) training subset only: keep each item's training-file position
-    return [replace(d, index=t.index) for d, t in zip(distil, train)]
-
-
-def check_aligned(distil: list[Example], train: list[Example], source: str) -> None:
-    """Seq-KD data must keep every id and context of the training examples, in order."""
-    if len(distil) != len(train):
-        raise DataError(f"{source}: {len(distil)} items, the training set has {len(train)}")
-    for k, (d, t) in enumerate(zip(distil, train)):
-        if d.id != t.id or d.context != t.context or d.question != t.question:
-            raise DataError(f"{source}: item {k} ({d.id}) does not match training item {k} ({t.id}): "
-                            "ids and contexts must be the same, in order")
 
 
 # --------------------------------------------------------------------------- Word-KD's step

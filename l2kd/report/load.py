@@ -25,6 +25,7 @@ import numpy as np
 import yaml
 
 from ..errors import ArtifactError, ConfigError
+from ..identity import result_identity
 from ..io import read_json
 from ..methods import LIFELONG, MULTITASK, SINGLE, facts, kind_of
 from ..registry import did_you_mean
@@ -33,15 +34,6 @@ from ..results import RESULTS_FILE, TrialResult, find_result_files
 CELL_FILE = "cell.json"
 GRID_FILE = "grid.yaml"
 
-# Config fields that do not change what a trial measures: display, machine placement, which extra
-# evaluations run (teachers switch every_epoch/before_training off), decode batch sizes, where the
-# data files live (teachers identify them by content), and inputs of one method (distil_dir).
-IGNORED_FIELDS = frozenset({
-    "training.log_every", "training.threads", "training.device",
-    "eval.every_epoch", "eval.before_training", "eval.tokens_per_batch", "eval.max_batch_size",
-    "data.dir", "data.distil_dir",
-})
-EXPERIMENT_SECTIONS = ("model", "training", "eval", "data")
 
 
 @dataclass
@@ -83,9 +75,7 @@ class Trial:
     def experiment(self) -> dict[str, Any]:
         """The fields that must agree for trials to share a table. Fields the trial's grid row
         overrides on purpose (e.g. the paper's 27-epoch "Multi long" rows) are its own business."""
-        return {k: v for k, v in self.config.items()
-                if k.split(".", 1)[0] in EXPERIMENT_SECTIONS + ("primary",) and k not in IGNORED_FIELDS
-                and not _overridden(k, self.overridden)}
+        return {k: v for k, v in result_identity(self.config).items() if not _overridden(k, self.overridden)}
 
 
 # --------------------------------------------------------------------------- reading

@@ -27,13 +27,12 @@ from multiprocessing.connection import wait
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from . import errors
-from .config import TrialConfig
-from .errors import ArtifactError, UserError
-from .methods import make_method
-from .methods.kd import distil_file
-from .teachers import TeacherStore
-from .trial import resolve_device
+from .. import errors
+from ..config import TrialConfig
+from ..errors import ArtifactError, UserError
+from ..methods import make_method
+from ..trial import resolve_device
+from .store import TeacherStore
 
 WORKER_OUTPUT = "worker.out"  # a background teacher's console output, in its folder
 EXIT_GRACE_S = 60  # how long a teacher process that has reported may take to exit before it is stopped
@@ -48,7 +47,7 @@ def _train_in_worker(root: str, cfg_dict: dict, task: str, modes: tuple[str, ...
     os.dup2(fd, 1)
     os.dup2(fd, 2)
     try:
-        from .trialconfig import trial_config
+        from ..trialconfig import trial_config
 
         cfg = trial_config(cfg_dict, f"teacher of {task}")
         path = TeacherStore(Path(root), on_damaged=on_damaged).ensure(cfg, task, seq_kd_modes=modes)
@@ -93,8 +92,8 @@ class TrialTeachers(Mapping):
         self._done = {t: threading.Event() for t in self._tasks}
         self._to_train = []
         for task in self._tasks:
-            found = store.find(cfg, task)
-            if found and all(distil_file(found, m).is_file() for m in self._modes):
+            found = store.find(cfg, task, self._modes)
+            if found:
                 self._paths[task] = found
                 self._done[task].set()
             else:

@@ -1,8 +1,9 @@
-"""L2KD teachers: single-task LAMOL models, trained once per key and reused by every trial.
+"""The teacher store: single-task LAMOL models, trained once per key and reused by every trial.
 
 The teacher of task t for a trial is a `single` (QA + LM) trial on t with the trial's model,
 training, data and evaluation settings and seed. Its key is a content hash of everything that
-determines it: the task, the hashes of its data files, those settings and the tokenizer. It lives in
+determines it (l2kd.identity): the task, the hashes of its data files, those settings and the
+tokenizer. It lives in
 `ROOT/{task}-{key}/`: the single-task trial's own folder (weights, results, predictions) plus a
 `manifest.json` written last, so a folder without one is an unfinished teacher (it resumes). A file
 lock makes concurrent requests for one key train it once. The teacher's own test scores are the
@@ -13,12 +14,14 @@ the results, and each Seq-KD data file once it is made. A teacher on shared stor
 half-copied; one whose files no longer match is never used: it is refused with one line naming the
 file, or trained again (`on_damaged="retrain"`), as the user chooses. Manifests written before the
 hashes were recorded (no `files`) are accepted as they are.
+
+`ready(path, modes)` is the one answer to "is this teacher ready": finished, whole, and with the
+Seq-KD data of the decoding modes asked for.
 """
 
 from __future__ import annotations
 
 import fcntl
-import functools
 import logging
 import os
 import shutil
@@ -28,18 +31,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from .checkpoint import PackedCheckpoint, latest_checkpoint, pack_checkpoint
-from .config import TrialConfig, drop_unset_later_settings
-from .trialconfig import trial_config
-from .context import decode_settings, derive_seed
-from .data import load_split, split_path
-from .errors import ArtifactError
-from .io import file_in_the_way, file_sha256, read_json, stable_hash, write_json
-from .methods import TEACHER, make_method, method_params
-from .methods.kd import SEQ_KD_SEED, distil_file, teacher_answers
-from .model import TargetLogits, n_positions
-from .tokenizer import Tokenizer
-from .trial import resolve_device, run_trial
+from ..checkpoint import PackedCheckpoint, latest_checkpoint, pack_checkpoint
+from ..config import TrialConfig
+from ..trialconfig import trial_config
+from ..context import decode_settings, derive_seed
+from ..data import load_split
+from ..errors import ArtifactError
+from ..identity import content_hash, teacher_folder_name, teacher_identity
+from ..io import file_in_the_way, read_json, write_json
+from ..methods import TEACHER, make_method, method_params
+from ..model import TargetLogits, n_positions
+from ..trial import resolve_device, run_trial
+from .seqkd import SEQ_KD_SEED, distil_file, teacher_answers
 
 log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
@@ -55,22 +58,6 @@ def teacher_config(cfg: TrialConfig, task: str) -> TrialConfig:
     d["eval"].update(every_epoch=False, before_training=False)
     d["data"]["distil_dir"] = None
     return trial_config(d, f"teacher of {task}")
-
-
-@functools.lru_cache(maxsize=16)
-def _tokenizer_fingerprint(spec: str, pretrained: str | None, vocab: int) -> str:
-    return Tokenizer.load(spec, pretrained, vocab).base_fingerprint()
-
-
-@functools.lru_cache(maxsize=256)
-def _sha(path: Path, mtime: float, size: int | None = None) -> str:
-    return file_sha256(path)
-
-
-def _content_hash(path: Path) -> str:
-    """sha256 of a file, hashed once while its size and modification time stay the same."""
-    st = path.stat()
-    return _sha(path, st.st_mtime_ns, st.st_size)
 
 
 def teacher_files(folder: Path) -> list[Path]:
@@ -95,9 +82,18 @@ def teacher_damage(folder: Path) -> str | None:
         f = folder / rel
         if not f.is_file():
             return f"{f}: missing (the teacher manifest lists it)"
-        if _content_hash(f) != digest:
+        if content_hash(f) != digest:
             return f"{f}: damaged (its content differs from the hash in {MANIFEST}: truncated or altered)"
     return None
+
+
+def ready(path: Path, modes: tuple[str, ...] | set[str] = ()) -> bool:
+    """The one readiness check: the teacher in `path` is finished (its manifest is written last),
+    whole (no file fails its recorded hash) and has the Seq-KD data of each decoding mode in `modes`.
+    A teacher not ready is trained, or only decoded, by TeacherStore.ensure."""
+    path = Path(path)
+    return ((path / MANIFEST).is_file() and teacher_damage(path) is None
+            and all(distil_file(path, m).is_file() for m in modes))
 
 
 def _record_hashes(folder: Path, files: list[Path]) -> None:
@@ -105,35 +101,8 @@ def _record_hashes(folder: Path, files: list[Path]) -> None:
     manifest = read_json(folder / MANIFEST)
     recorded = manifest.setdefault("files", {})
     for f in files:
-        recorded[os.path.relpath(f, folder)] = _content_hash(f)
+        recorded[os.path.relpath(f, folder)] = content_hash(f)
     write_json(folder / MANIFEST, manifest)
-
-
-def teacher_identity(tcfg: TrialConfig) -> dict[str, Any]:
-    """Everything that determines a teacher's weights and scores."""
-    (task,) = tcfg.tasks
-    files = {split: split_path(task, split, tcfg.data) for split in ("train", "test")}
-    d = tcfg.to_dict()
-    for volatile in ("log_every", "threads"):
-        d["training"].pop(volatile)
-    drop_unset_later_settings(d)
-    data = {k: v for k, v in d["data"].items() if k != "dir"}  # files are identified by content
-    m = tcfg.model
-    d["model"].pop("tokenizer")  # identified by its vocabulary's fingerprint, not by how its path is spelled
-    out = {"task": task, "files": {s: _sha(p, p.stat().st_mtime) for s, p in files.items()},
-           "data": data, "model": d["model"], "training": d["training"], "eval": d["eval"],
-           "method": d["method"], "seed": tcfg.seed,
-           "tokenizer": _tokenizer_fingerprint(m.tokenizer, m.pretrained, m.builtin_vocab_size)}
-    base_manifest = Path(m.pretrained).expanduser() / "manifest.json" if m.pretrained else None
-    if base_manifest is not None and base_manifest.is_file():
-        # a base made by `cli.py pretrain`: identified by its settings too, so a base pretrained
-        # again into the same folder with other settings does not reuse the old one's teachers
-        out["base"] = read_json(base_manifest).get("config_hash")
-    return out
-
-
-def teacher_key(tcfg: TrialConfig) -> str:
-    return stable_hash(teacher_identity(tcfg), 12)
 
 
 @contextmanager
@@ -167,19 +136,17 @@ class TeacherStore:
             raise ValueError(f"on_damaged: expected one of {ON_DAMAGED}, got {self.on_damaged!r}")
 
     def folder(self, cfg: TrialConfig, task: str) -> Path:
-        tcfg = teacher_config(cfg, task)
-        return self.root / f"{task}-{teacher_key(tcfg)}"
+        return self.root / teacher_folder_name(teacher_config(cfg, task))
 
-    def find(self, cfg: TrialConfig, task: str) -> Path | None:
-        """The finished, undamaged teacher's folder, or None (to train). A damaged one is refused
-        (ArtifactError naming the file) or, with on_damaged="retrain", reported as to train."""
+    def find(self, cfg: TrialConfig, task: str, modes: tuple[str, ...] = ()) -> Path | None:
+        """The teacher's folder where it is ready (see `ready`) with the Seq-KD data of `modes`, or
+        None (to train or to decode). A damaged one is refused (ArtifactError naming the file) or,
+        with on_damaged="retrain", reported as to train."""
         path = self.folder(cfg, task)
-        if not (path / MANIFEST).is_file():
-            return None
-        why = teacher_damage(path)
-        if why is None:
+        if ready(path, modes):
             return path
-        if self.on_damaged == "refuse":
+        why = teacher_damage(path) if (path / MANIFEST).is_file() else None
+        if why is not None and self.on_damaged == "refuse":
             raise damaged_error(why)
         return None
 
@@ -201,7 +168,7 @@ class TeacherStore:
         Seq-KD data of each decoding mode in `seq_kd_modes` made beside it (once)."""
         tcfg = teacher_config(cfg, task)
         identity = teacher_identity(tcfg)
-        path = self.root / f"{task}-{stable_hash(identity, 12)}"
+        path = self.root / teacher_folder_name(tcfg, identity)
         with _locked(path):
             if (path / MANIFEST).is_file() and not self._discard_damaged(path):
                 self.hits += 1
@@ -233,7 +200,7 @@ class TeacherStore:
             "diagnostics": teacher_diagnostics(tcfg, task, path),
             "train_s": sum(s["timing"]["train_s"] for s in result.stage_info),
             "wall_s": time.perf_counter() - t0, "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-            "files": {os.path.relpath(f, path): _content_hash(f) for f in teacher_files(path)}})
+            "files": {os.path.relpath(f, path): content_hash(f) for f in teacher_files(path)}})
         self.trained += 1
 
     def ensure_all(self, cfg: TrialConfig, on_event: Callable[..., None] | None = None) -> dict[str, Path]:
@@ -249,9 +216,9 @@ DIAGNOSTIC_TEMPERATURES = (1.0, 2.0)  # T = 1: Seq-KD's view; T = 2: Word-KD's d
 def teacher_diagnostics(tcfg: TrialConfig, task: str, folder: Path) -> dict[str, Any]:
     """A finished teacher's targets over a sample of its own training rows at each temperature of
     DIAGNOSTIC_TEMPERATURES, and the spread of its test predictions (see l2kd.diagnostics)."""
-    from . import diagnostics as D
-    from .context import TrialContext
-    from .decode import amp
+    from .. import diagnostics as D
+    from ..context import TrialContext
+    from ..decode import amp
 
     device, _, amp_dtype = resolve_device(tcfg.training)
     ckpt = latest_checkpoint(folder)
