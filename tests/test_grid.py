@@ -82,7 +82,7 @@ def test_a_failed_trial_is_retried_from_its_task_boundary_with_the_same_R(demo_s
     assert outcome.faults == [fault]  # the final summary's list
     recorded = json.loads((faulty.cell_dir(cell) / "cell.json").read_text())["faults"]
     assert [(f["attempt"], f["cause"]) for f in recorded] == [(1, fault["cause"])]  # kept by the retry
-    from cli import fault_line
+    from l2kd.cli.grid import fault_line
 
     assert fault_line(fault) == (f"cell {cell.id}: {fault['cause']}; lost: the unfinished task 2 of 2 "
                                  f"(task 1 kept); retry 1 of {spec.ray.max_failures}, resuming at task 2")

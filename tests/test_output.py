@@ -151,20 +151,17 @@ def test_the_dry_run_projects_gpu_hours_and_wall_time_and_says_from_what(tmp_pat
 
 
 def test_off_a_terminal_the_grid_prints_one_line_per_event(tmp_path, capsys):
-    import importlib.util
-
+    from l2kd.cli.common import console
+    from l2kd.cli.grid import GridProgress
     from l2kd.gridspec import parse_grid
     from l2kd.plan import build_plan
 
-    spec = importlib.util.spec_from_file_location("cli_module", REPO / "cli.py")
-    cli_module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(cli_module)
     plan = build_plan(parse_grid({"name": "g", "tasks": ["synth.nlg", "synth.sentiment"], "methods": ["finetune"],
                                   "data": {"max_train_examples": 8, "max_test_examples": 2}}, "g.yaml",
                                  storage=str(tmp_path)))
     cid = plan.cells[0].id
-    assert not cli_module.console.is_terminal
-    with cli_module.GridProgress(plan) as progress:
+    assert not console.is_terminal
+    with GridProgress(plan) as progress:
         progress("cell", id=cid, state="running")
         progress("cell", id=cid, state="running", stage=1, task="synth.nlg", epoch=1, step=3, steps=9, loss=2.5)
         progress("cell", id=cid, state="running", stage=1, stages=2, task="synth.nlg", avg=12.25)
