@@ -24,7 +24,7 @@ import torch
 
 from .config import LoraSettings, ModelConfig
 from .errors import ArtifactError, ConfigError
-from .model import build_base, untied_output_weight, use_gelu
+from .backbone import build_base, untied_output_weight, use_gelu
 
 CONFIG_KEY = "l2kd_lora"  # the entry in a saved model's config.json
 DEFAULT = "default"  # the adapter `model.lora` attaches

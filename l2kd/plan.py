@@ -267,7 +267,7 @@ def _check_model_source(model_json: str) -> None:
     import json
 
     from .config import ModelConfig
-    from .model import check_model_source
+    from .backbone import check_model_source
 
     check_model_source(ModelConfig(**json.loads(model_json)))
 

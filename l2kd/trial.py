@@ -25,21 +25,19 @@ from .checkpoint import CHECKPOINTS, Checkpoint, latest_checkpoint, read_checkpo
 from .config import TrainingConfig, TrialConfig
 from .context import TrialContext
 from .data import load_split
-from .data.batching import collate
-from .data.prefetch import prefetch
-from .data.encoding import TrainRow
 from .engine import Engine
 from .errors import ArtifactError, ConfigError
 from .evaluate import evaluate_all
 from .identity import config_hash, settings_diff
 from .io import remove_leftovers, write_jsonl, write_text
 from .methods import Method, make_method
-from .model import build_model, grow_embeddings, n_positions, use_gelu
+from .backbone import n_positions, use_gelu
+from .model import build_model, grow_embeddings
 from .rescore import predictions_dir
 from .results import TrialResult, library_versions
-from .schedule import LinearWarmupDecay
 from .tasks import TASKS
 from .tokenizer import Tokenizer
+from .training import train_stage
 from .tracking import fan_out, tensorboard_listener
 
 log = logging.getLogger(__name__)
@@ -99,77 +97,6 @@ def _logged(emit: EventFn) -> EventFn:
             log.info("stage %d: pseudo samples kept %d of %d", e["stage"] + 1, e["kept"], e["requested"])
         emit(name, **e)
     return on_event
-
-
-# --------------------------------------------------------------------------- training
-def forward(engine: Engine, batch, fused: bool) -> torch.Tensor:
-    """Logits at the batch's target positions: QA positions first, then LM positions. With `fused`
-    the QA and LM rows share one forward call; otherwise two calls, as the reference did."""
-    # task ids go along only for task-conditioned models (multitask_ca), the plain call stays as it was
-    task = () if batch.task_ids is None else (batch.task_ids,)
-    if fused or not batch.with_lm:
-        return engine.logits(batch.inputs, batch.positions, *task)
-    B, W = batch.n_examples, batch.inputs.shape[1]
-    qa = engine.logits(batch.inputs[:B], batch.positions[: batch.n_qa], *(t[:B] for t in task))
-    lm = engine.logits(batch.inputs[B:], batch.positions[batch.n_qa:] - B * W, *(t[B:] for t in task))
-    return torch.cat([qa, lm])
-
-
-def train_stage(ctx: TrialContext, method: Method, engine: Engine, rows: list[TrainRow],
-                tasks: tuple[str, ...], on_epoch_end: Callable[[int], None]) -> dict[str, Any]:
-    t = ctx.cfg.training
-    sched = LinearWarmupDecay.for_task(t.lr, len(rows), t.epochs, t.warmup_ratio)
-    pad = ctx.tokenizer.ids.pad
-    seen = steps = 0
-    tokens = 0
-    running: dict[str, torch.Tensor] = {}
-    window_start, window_examples, window_tokens, window_steps = time.perf_counter(), 0, 0, 0
-    plans = [method.batches(ctx, rows, e) for e in range(t.epochs)]  # may be lazy (uncertainty)
-    task_index = method.task_index(ctx)
-    total_steps = sum(len(p) for p in plans)
-    pin = ctx.device.type == "cuda"
-
-    def collated(plan) -> Iterator:
-        for idx in plan:
-            batch = collate([rows[i] for i in idx], pad, with_lm=method.uses_lm, task_index=task_index)
-            yield batch.pin() if pin else batch
-
-    for epoch, plan in enumerate(plans):
-        # a plan fixed in advance is collated ahead, off the critical path; a lazy one (a sampler
-        # that reads the model) runs in step with training
-        source = prefetch(collated(plan)) if isinstance(plan, list) else collated(plan)
-        for batch in source:
-            batch = batch.to(ctx.device)
-            logits = forward(engine, batch, t.fused_qa_lm)
-            terms = method.loss_terms(ctx, batch, logits)
-            # the losses keep what backward needs (one direction each): the (positions x vocabulary)
-            # logits need not stay alive through backward and the method's after_backward
-            del logits
-            loss = sum(terms.values())
-            engine.backward(loss)
-            method.after_backward(ctx)
-            seen += batch.n_examples
-            engine.step(sched(seen))
-            steps += 1
-            tokens += batch.n_tokens
-            window_examples += batch.n_examples
-            window_tokens += batch.n_tokens
-            window_steps += 1
-            for k, v in terms.items():
-                running[k] = running.get(k, 0) + v.detach()
-            if steps % t.log_every == 0 or steps == total_steps:
-                # The only host read of the loop: once per log window, not per step.
-                values = {k: float(v) / window_steps for k, v in running.items()}
-                dt = max(time.perf_counter() - window_start, 1e-9)
-                ctx.emit("step", stage=ctx.stage, tasks=list(tasks), epoch=epoch + 1, epochs=t.epochs,
-                         step=steps, steps=total_steps, loss=sum(values.values()), terms=values,
-                         examples_per_s=window_examples / dt, tokens_per_s=window_tokens / dt,
-                         lr=sched(seen))
-                running = {}
-                window_start, window_examples, window_tokens, window_steps = time.perf_counter(), 0, 0, 0
-        on_epoch_end(epoch + 1)
-    return {"steps": steps, "examples": seen, "tokens": tokens, "rows": len(rows),
-            "batch_policy": t.batch_policy}
 
 
 # --------------------------------------------------------------------------- the trial

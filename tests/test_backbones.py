@@ -12,7 +12,8 @@ from l2kd.checkpoint import latest_checkpoint
 from l2kd.config import ModelConfig
 from l2kd.decode import DecodeSettings, decode, decode_reference
 from l2kd.errors import ConfigError
-from l2kd.model import TargetLogits, build_model, is_gpt2, load_weights, n_positions, save_weights
+from l2kd.backbone import is_gpt2, n_positions
+from l2kd.model import TargetLogits, build_model, load_weights, save_weights
 from l2kd.tokenizer import Tokenizer
 from l2kd.trial import run_trial
 from l2kd.trialconfig import trial_config

@@ -6,7 +6,8 @@ import torch
 from transformers.activations import ACT2FN
 
 from l2kd.config import ModelConfig, TrialConfig
-from l2kd.model import build_model, model_from_state, use_gelu
+from l2kd.backbone import use_gelu
+from l2kd.model import build_model, model_from_state
 from l2kd.tokenizer import Tokenizer
 from l2kd.identity import config_hash
 from l2kd.trialconfig import trial_config

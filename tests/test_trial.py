@@ -12,7 +12,8 @@ from l2kd.data.synthetic import generate
 from l2kd.errors import ArtifactError
 from l2kd.results import TrialResult
 from l2kd.tokenizer import Tokenizer
-from l2kd.trial import forward, run_trial
+from l2kd.trial import run_trial
+from l2kd.training import forward
 
 from conftest import tiny_trial, crash_in_stage
 

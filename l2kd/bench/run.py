@@ -34,8 +34,10 @@ from ..losses import ans_weighted
 from ..methods import Method, make_method
 from ..methods.kd import bench_steps
 from ..methods.teacher_cache import TeacherCache
-from ..model import TargetLogits, grow_embeddings, n_positions
-from ..trial import forward, set_up_trial
+from ..backbone import n_positions
+from ..model import TargetLogits, grow_embeddings
+from ..trial import set_up_trial
+from ..training import forward
 from . import decoding as decode_bench
 from .decoding import evaluation, generation
 from .timing import count_syncs, sync as _sync, timed as _timed  # noqa: F401 (count_syncs: re-exported)
@@ -187,10 +189,10 @@ def fast_path(s: BenchSetup, plan: list[np.ndarray], precision: str, opts: Bench
     if s.device.type == "cuda":  # as the trial's loader: page-locked, so copies need not block
         batches = [b.pin() for b in batches]
 
-    class _E:  # trial.forward's view of the engine
+    class _E:  # training.forward's view of the engine
         logits = staticmethod(engine.logits)
 
-    def step(batch):  # as trial.train_stage's
+    def step(batch):  # as training.train_stage's
         batch = batch.to(s.device)
         logits = forward(_E, batch, s.cfg.training.fused_qa_lm)
         loss = sum(method.loss_terms(s.ctx, batch, logits).values())
@@ -335,7 +337,7 @@ def run_bench(cfg: TrialConfig, opts: BenchOptions = BenchOptions(),
         with_teacher, _ = fast_path(s, s.plan("tokens", n), s.precision, opts, teacher=teacher)
         r.kd_step_ratio = r.train["fast"].steps_per_s / with_teacher.steps_per_s
         emit("bench", part="Word-KD with a cached teacher, step kernels")
-        step_figures(s, r, opts, teacher)
+        step_figures(s, r, opts, teacher, fast_path)
     if "decoding" in opts.parts:
         emit("bench", part="generation")
         r.generation = generation(s, opts)

@@ -168,12 +168,12 @@ def teacher_cache_size(rows, with_lm: bool, n_embd: int, amp_dtype: torch.dtype 
             "mib": cache_bytes(rows, with_lm, n_embd, amp_dtype or torch.float32) / MIB}
 
 
-def step_figures(s, r, opts, teacher) -> None:
+def step_figures(s, r, opts, teacher, fast_path: Callable) -> None:
     """Fill `r`'s kernel comparisons (at the sizes of the trial's token-budget steps), the Word-KD
-    step with its teacher cached (head only), and the cache's size for the first task's rows."""
+    step with its teacher cached (head only), and the cache's size for the first task's rows.
+    `fast_path`: the bench's timed training path (bench/run.py's), run here with the cached teacher."""
     from ..data.batching import collate
     from ..methods.teacher_cache import TeacherCache
-    from .run import fast_path
 
     t = s.cfg.training
     sample = [collate([s.rows[i] for i in idx], s.tok.ids.pad, with_lm=s.with_lm) for idx in s.plan("tokens", 4)]

@@ -49,7 +49,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from l2kd.trialconfig import load_trial_config
     from l2kd.data import load_split
 
-    from l2kd.model import check_model_source
+    from l2kd.backbone import check_model_source
 
     cfg = load_trial_config(args.config, args.set)
     for task in cfg.tasks:

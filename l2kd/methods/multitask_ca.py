@@ -48,7 +48,7 @@ class MultitaskCA(Multitask):
         return {t: i for i, t in enumerate(ctx.cfg.tasks)}
 
     def prepare_model(self, ctx, model):
-        from ..model import is_gpt2
+        from ..backbone import is_gpt2
 
         if not is_gpt2(model):  # a pretrained model named without a local config.json
             raise ConfigError(f"method (multitask_ca): conditions GPT-2's layer norms; "

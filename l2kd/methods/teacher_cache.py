@@ -23,7 +23,7 @@ import torch
 from ..data.batching import Batch, collate, token_batches
 from ..data.encoding import IGNORE, TrainRow
 from ..decode import amp
-from ..model import hidden_size
+from ..backbone import hidden_size
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,8 @@ import torch
 
 from ..checkpoint import PackedCheckpoint, latest_checkpoint
 from ..errors import ArtifactError
-from ..model import TargetLogits, use_gelu
+from ..backbone import use_gelu
+from ..model import TargetLogits
 from ..tokenizer import Tokenizer
 
 TeacherSource = Union[Path, PackedCheckpoint]  # a teacher folder, or its weights in memory

@@ -14,7 +14,7 @@ from ..data.lamol_json import Example, read_lamol, to_lamol
 from ..decode import DecodeSettings, decode
 from ..errors import DataError
 from ..io import write_json
-from ..model import n_positions
+from ..backbone import n_positions
 from ..tokenizer import clean_up_tokenization
 from .loading import TeacherSource, load_teacher, teacher_folder
 

@@ -40,7 +40,8 @@ from ..errors import ArtifactError
 from ..identity import content_hash, teacher_folder_name, teacher_identity
 from ..io import file_in_the_way, read_json, write_json
 from ..methods import TEACHER, make_method, method_params
-from ..model import TargetLogits, n_positions
+from ..backbone import n_positions
+from ..model import TargetLogits
 from ..trial import resolve_device, run_trial
 from .seqkd import SEQ_KD_SEED, distil_file, teacher_answers
 
