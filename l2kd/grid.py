@@ -141,7 +141,7 @@ def train_teachers(plan: Plan, cells: list[Cell], emit: EventFn, outcome: GridOu
             outcome.teachers_reused += 1
             continue
         emit("teacher_start", teacher=job.folder, users=len(job.users))
-        todo[remote.remote(job.config, job.task, root, sorted(job.seq_kd_modes), on_damaged)] = job
+        todo[remote.remote(job.config.to_dict(), job.task, root, sorted(job.seq_kd_modes), on_damaged)] = job
     try:
         while todo:
             done, _ = ray.wait(list(todo), num_returns=1)
@@ -191,6 +191,14 @@ def _restore_missing_checkpoints(experiment: Path) -> list[Path]:
                 (trial_dir / name).mkdir()
                 made.append(trial_dir / name)
     return made
+
+
+def cell_payloads(plan: Plan) -> dict[str, dict[str, Any]]:
+    """What the Tune trials are given of each cell. The Ray boundary is the one place a cell's
+    config is a dict (plain JSON data, as Tune's trial parameters and the teachers' Ray tasks are);
+    the trial makes it a validated config again, once, on its side (_cell_trainable)."""
+    return {c.id: {"config": c.config.to_dict(), "teachers": list(c.teachers), "meta": c.meta(plan.spec.name)}
+            for c in plan.cells}
 
 
 def _cell_trainable(config: dict, *, cells: dict[str, dict], teacher_refs: dict[str, Any],
@@ -363,8 +371,7 @@ def run_cells(plan: Plan, cells: list[Cell], teacher_refs: dict[str, Any], emit:
     path = tune_root / name
     # every cell of the plan, not only the pending ones: a restored experiment may rerun a trial
     # whose cell finished on disk after Tune last saved its state (an interrupted run)
-    payload = {c.id: {"config": c.config, "teachers": list(c.teachers), "meta": c.meta(spec.name)}
-               for c in plan.cells}
+    payload = cell_payloads(plan)
     trainable = tune.with_resources(
         tune.with_parameters(_cell_trainable, cells=payload, teacher_refs=teacher_refs,
                              run_dir=str(plan.run_dir), fault=fault, tensorboard=spec.tracking.tensorboard),
