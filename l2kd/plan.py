@@ -195,17 +195,23 @@ def build_plan(spec: GridSpec, *, strict_data: bool = True) -> Plan:
         job.reference |= ref
         return folder
 
+    unreadable: set[tuple[str, str]] = set()  # inputs found unreadable (lru_cache keeps only successes)
+
     def check_inputs(cfg: TrialConfig, source: str) -> None:
         """The cell's data files and tokenizer can be read (each read once for the whole grid)."""
-        checks = [(t, functools.partial(_check_data, t, _data_json(cfg))) for t in cfg.tasks]
-        checks.append(("model", functools.partial(_check_model_source, _model_json(cfg))))
-        for what, check in checks:
+        data_json, model_json = _data_json(cfg), _model_json(cfg)
+        checks = [((t, data_json), functools.partial(_check_data, t, data_json)) for t in cfg.tasks]
+        checks.append((("model", model_json), functools.partial(_check_model_source, model_json)))
+        for key, check in checks:
+            if key in unreadable:  # a dry run's cells ask again; the answer was recorded already
+                continue
             try:
                 check()
             except UserError as e:
                 if strict_data:
                     raise type(e)(str(e), where=None if isinstance(e, DataError) else source) from None
-                missing.setdefault(what, str(e))
+                unreadable.add(key)
+                missing.setdefault(key[0], str(e))
 
     def add(exp: Experiment, entry: MethodEntry, order_id: str, tasks: tuple[str, ...], seed: int,
             reference: bool) -> None:
