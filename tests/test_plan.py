@@ -68,3 +68,19 @@ def test_one_word_kd_cell_is_validated_once_in_planning_and_once_in_its_trial(va
     with pytest.raises(_Stop):
         ray_grid._cell_trainable({"cell": cell.id}, cells=payload, teacher_refs={}, run_dir=str(plan.run_dir))
     assert got == [cell.config] and validations[cell.id] == 2
+
+
+def test_a_dry_run_from_the_grid_file_validates_the_cells_config_once(validations, tmp_path):
+    """`cli.py grid --dry-run` asks the plan for every cell's status, work and problems."""
+    import yaml
+
+    import cli
+
+    path = tmp_path / "g.yaml"
+    path.write_text(yaml.safe_dump(grid(orders="forward", methods=[{"name": "word_kd", "temperature": 2.0}])))
+    assert cli.main(["grid", str(path), "--storage", str(tmp_path / "runs"), "--dry-run"]) == 0
+    cells = [name for name in validations if name and name.startswith("g.")]
+    assert cells == ["g.nlg-sent.word_kd.s3"] and validations[cells[0]] == 1  # 7 times before
+    assert validations["check"] == 1  # the load's check of each kind of cell
+    assert validations["teacher-synth.nlg"] <= 2  # its key while planning, its work
+
