@@ -59,7 +59,8 @@ def read_grid_file(path: str | Path, *, known_keys: frozenset[str] = frozenset()
         if unknown:
             from .registry import did_you_mean
 
-            raise ConfigError(f"{path}: {unknown[0]}: unknown key; {did_you_mean(unknown[0], sorted(known_keys))}")
+            known = sorted(known_keys | {INCLUDE})
+            raise ConfigError(f"{path}: {unknown[0]}: unknown key; {did_you_mean(unknown[0], known)}")
     if "experiments" in raw:
         raw["experiments"] = _experiments(raw["experiments"], path, chain, known_keys)
         for key in SHORTHAND:
