@@ -107,6 +107,14 @@ def train_teachers(plan: Plan, cells: list[Cell], emit: EventFn, outcome: GridOu
 
 
 # --------------------------------------------------------------------------- stage two: the cells
+def cell_payloads(plan: Plan) -> dict[str, dict[str, Any]]:
+    """What the Tune trials are given of each cell. The Ray boundary is the one place a cell's
+    config is a dict (plain JSON data, as Tune's trial parameters and the teachers' Ray tasks are);
+    the trial makes it a validated config again, once, on its side (_cell_trainable)."""
+    return {c.id: {"config": c.config.to_dict(), "teachers": list(c.teachers), "meta": c.meta(plan.spec.name)}
+            for c in plan.cells}
+
+
 def _cell_trainable(config: dict, *, cells: dict[str, dict], teacher_refs: dict[str, Any],
                     run_dir: str, fault: FaultInjection | None = None, tensorboard: bool = True) -> None:
     """One Tune trial: one cell's trial, resumed from its last finished task when there is one."""
@@ -277,8 +285,7 @@ def run_cells(plan: Plan, cells: list[Cell], teacher_refs: dict[str, Any], emit:
     path = tune_root / name
     # every cell of the plan, not only the pending ones: a restored experiment may rerun a trial
     # whose cell finished on disk after Tune last saved its state (an interrupted run)
-    payload = {c.id: {"config": c.config, "teachers": list(c.teachers), "meta": c.meta(spec.name)}
-               for c in plan.cells}
+    payload = cell_payloads(plan)
     trainable = tune.with_resources(
         tune.with_parameters(_cell_trainable, cells=payload, teacher_refs=teacher_refs,
                              run_dir=str(plan.run_dir), fault=fault, tensorboard=spec.tracking.tensorboard),

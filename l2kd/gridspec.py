@@ -16,6 +16,7 @@ top-level `tasks` is one experiment named after the grid. Shape (every key but `
     storage: runs/grids                         # the run folder is STORAGE/NAME
     ray: {address: null, dashboard: true, max_concurrent: null, max_failures: 2}
     tracking: {tensorboard: true, wandb: {project: p, mode: offline}, mlflow: {}}   # wandb/mlflow optional
+    include: base.yaml                          # start from another grid file (l2kd.gridfile)
 
 A method entry is a name or a mapping: `name`, an optional `label` (its row name and part of its
 cells' ids), trial-config sections overriding the grid's (`training: {epochs: 27}`), and the
@@ -33,9 +34,9 @@ from typing import Any
 
 from pydantic import Field, field_validator, model_validator
 
-from .config import (DataConfig, EvalConfig, MethodSpec, ModelConfig, Strict, TrainingConfig,
-                     load_yaml, validate)
+from .config import DataConfig, EvalConfig, MethodSpec, ModelConfig, Strict, TrainingConfig, validate
 from .errors import ConfigError
+from .gridfile import INCLUDE, SHORTHAND, read_grid_file
 from .methods import SINGLE, kind_of, make_method, method_params
 from .tasks import TASKS, short_name
 from .trialconfig import trial_config
@@ -201,12 +202,13 @@ class GridSpec(Strict):
     methods: list[MethodEntry] = Field(default_factory=list)
     references: list[MethodEntry] = Field(default_factory=list)
     seeds: list[int] = Field(default_factory=lambda: [42], min_length=1)
-    base: dict[str, dict[str, Any]] = Field(default_factory=dict)  # data/model/training/eval
+    # a grid file writes the trial config's sections at its top level; `source` is where it was read
+    base: dict[str, dict[str, Any]] = Field(default_factory=dict, json_schema_extra={"grid_keys": SECTIONS})
     resources: Resources = Field(default_factory=Resources)
     storage: str = "runs/grids"
     ray: RayOptions = Field(default_factory=RayOptions)
     tracking: Tracking = Field(default_factory=Tracking)
-    source: str = "<grid>"
+    source: str = Field("<grid>", json_schema_extra={"grid_keys": ()})
 
     @model_validator(mode="after")
     def _checks(self) -> "GridSpec":
@@ -242,8 +244,16 @@ class GridSpec(Strict):
         return d
 
 
-GRID_KEYS = {"name", "tasks", "orders", "experiments", "methods", "references", "seeds", "resources",
-             "storage", "ray", "tracking", *SECTIONS}
+def _grid_keys() -> frozenset[str]:
+    """The top-level keys of a grid file: GridSpec's fields as a file writes them (a field's
+    `grid_keys` mark names the keys it is written as), plus a one-experiment grid's tasks/orders."""
+    keys = set(SHORTHAND)
+    for name, f in GridSpec.model_fields.items():
+        keys.update((f.json_schema_extra or {}).get("grid_keys", (name,)))
+    return frozenset(keys)
+
+
+GRID_KEYS = _grid_keys()
 
 
 def _absolute_paths(d: dict[str, Any]) -> None:
@@ -260,7 +270,9 @@ def _absolute_paths(d: dict[str, Any]) -> None:
 
 def parse_grid(raw: dict[str, Any], source: str, *, storage: str | None = None,
                address: str | None = None) -> GridSpec:
-    """Validate a grid mapping; every error names `source` and the key."""
+    """Validate a grid mapping (its includes resolved: load_grid); every error names `source` and the key."""
+    if INCLUDE in raw:
+        raise ConfigError(f"{source}: {INCLUDE}: resolved where a grid is read from its file (load_grid)")
     unknown = sorted(set(raw) - GRID_KEYS)
     if unknown:
         from .registry import did_you_mean
@@ -307,7 +319,7 @@ def parse_grid(raw: dict[str, Any], source: str, *, storage: str | None = None,
 
 
 def load_grid(path: str | Path, *, storage: str | None = None, address: str | None = None) -> GridSpec:
-    return parse_grid(load_yaml(path), str(path), storage=storage, address=address)
+    return parse_grid(read_grid_file(path, known_keys=GRID_KEYS), str(path), storage=storage, address=address)
 
 
 def _check_cells(spec: GridSpec) -> None:

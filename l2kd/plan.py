@@ -46,13 +46,17 @@ class Cell:
     order: tuple[str, ...]
     method: str  # the entry's label (the row name in tables)
     seed: int
-    config: dict[str, Any]  # the trial config, validated
+    # validated once, when the plan is built; a dict only on its way to a Ray worker (l2kd.grid)
+    config: TrialConfig
+    stages: int  # how many task stages its method trains (for its status, without rebuilding it)
+    config_hash: str  # the identity its results.json must carry to count as this cell's
     teachers: tuple[tuple[str, str], ...] = ()  # (task, teacher folder name) pairs
     reference: bool = False  # an order-free reference row (multitask, single variants)
     overrides: dict[str, Any] = field(default_factory=dict)  # config sections its grid row sets
 
     def trial_config(self) -> TrialConfig:
-        return trial_config(self.config, f"cell {self.id}")
+        """The cell's validated config (the object the plan holds: nothing is validated again)."""
+        return self.config
 
     def meta(self, grid: str) -> dict[str, Any]:
         """cell.json: what the report needs to place this cell's results."""
@@ -65,7 +69,7 @@ class Cell:
 class TeacherJob:
     folder: str  # <task>-<key>
     task: str
-    config: dict[str, Any]  # the config of a trial that needs it (the teacher derives from it)
+    config: TrialConfig  # the validated config of a trial that needs it (the teacher derives from it)
     users: list[str] = field(default_factory=list)  # cell ids
     seq_kd_modes: set[str] = field(default_factory=set)
     reference: bool = False  # also the grid's "Single" row for its task
@@ -96,7 +100,7 @@ class Plan:
         return self.run_dir / TEACHERS / folder
 
     def status(self, cell: Cell) -> CellStatus:
-        n = len(make_method(cell.trial_config().method).stages(list(cell.order)))
+        n = cell.stages
         f = self.cell_dir(cell) / RESULTS_FILE
         if not f.is_file():
             return CellStatus("new", 0, n)
@@ -106,7 +110,7 @@ class Plan:
             return CellStatus("partial", 0, n)  # resumes from its checkpoint and rewrites it
         if not isinstance(saved, dict):
             return CellStatus("partial", 0, n)
-        if saved.get("config_hash") != config_hash(cell.trial_config()):
+        if saved.get("config_hash") != cell.config_hash:
             return CellStatus("changed", len(saved.get("R", [])), n)
         done = len(saved.get("R", []))
         return CellStatus("done" if saved.get("complete") else "partial", done, n)
@@ -125,9 +129,10 @@ class Plan:
         if changed:
             first = changed[0]
             saved = read_json(self.cell_dir(first) / RESULTS_FILE).get("config", {})
+            diff = settings_diff(saved, first.config.to_dict())
             raise ArtifactError(
                 f"{self.run_dir / CELLS}: {len(changed)} cell(s) ran with other settings under the same "
-                f"ids ({first.id}: {settings_diff(saved, first.config) or 'other settings'}); rename the "
+                f"ids ({first.id}: {diff or 'other settings'}); rename the "
                 "grid, or start its cells over with --fresh")
 
     def unused_teachers(self) -> list[Path]:
@@ -183,24 +188,30 @@ def build_plan(spec: GridSpec, *, strict_data: bool = True) -> Plan:
                 raise
             missing.setdefault(task if isinstance(e, DataError) else "model", str(e))
             folder = f"{task}-?"
-        job = teachers.setdefault(folder, TeacherJob(folder, task, cfg.to_dict()))
+        job = teachers.setdefault(folder, TeacherJob(folder, task, cfg))
         if user:
             job.users.append(user)
         job.seq_kd_modes.update(modes)
         job.reference |= ref
         return folder
 
+    unreadable: set[tuple[str, str]] = set()  # inputs found unreadable (lru_cache keeps only successes)
+
     def check_inputs(cfg: TrialConfig, source: str) -> None:
         """The cell's data files and tokenizer can be read (each read once for the whole grid)."""
-        checks = [(t, functools.partial(_check_data, t, _data_json(cfg))) for t in cfg.tasks]
-        checks.append(("model", functools.partial(_check_model_source, _model_json(cfg))))
-        for what, check in checks:
+        data_json, model_json = _data_json(cfg), _model_json(cfg)
+        checks = [((t, data_json), functools.partial(_check_data, t, data_json)) for t in cfg.tasks]
+        checks.append((("model", model_json), functools.partial(_check_model_source, model_json)))
+        for key, check in checks:
+            if key in unreadable:  # a dry run's cells ask again; the answer was recorded already
+                continue
             try:
                 check()
             except UserError as e:
                 if strict_data:
                     raise type(e)(str(e), where=None if isinstance(e, DataError) else source) from None
-                missing.setdefault(what, str(e))
+                unreadable.add(key)
+                missing.setdefault(key[0], str(e))
 
     def add(exp: Experiment, entry: MethodEntry, order_id: str, tasks: tuple[str, ...], seed: int,
             reference: bool) -> None:
@@ -210,8 +221,8 @@ def build_plan(spec: GridSpec, *, strict_data: bool = True) -> Plan:
         method = make_method(cfg.method)
         modes = method.seq_kd_modes(cfg)
         needs = tuple((t, teacher(cfg, t, cid, modes, False)) for t in method.teachers_needed(cfg))
-        cells.append(Cell(cid, exp.name, order_id, tasks, entry.label, seed, cfg.to_dict(), needs, reference,
-                          entry.overrides))
+        cells.append(Cell(cid, exp.name, order_id, tasks, entry.label, seed, cfg, len(method.stages(list(tasks))),
+                          config_hash(cfg), needs, reference, entry.overrides))
 
     for exp in spec.experiments:
         for seed in spec.seeds:
@@ -338,13 +349,12 @@ def work(plan: Plan) -> dict[str, Any]:
     cells, teachers = {}, {}
     for c in plan.cells:
         try:
-            cells[c.id] = cell_tokens(c.trial_config())
+            cells[c.id] = cell_tokens(c.config)
         except UserError:
             cells[c.id] = None
     for name, job in plan.teachers.items():
         try:
-            cfg = trial_config(job.config, f"teacher {name}")
-            teachers[name] = cell_tokens(teacher_config(cfg, job.task))
+            teachers[name] = cell_tokens(teacher_config(job.config, job.task))
         except UserError:
             teachers[name] = None
     known = [v for v in list(cells.values()) + list(teachers.values()) if v is not None]

@@ -103,6 +103,18 @@ def test_a_grid_whose_inputs_cannot_be_read_starts_nothing(tmp_path):
         assert dry.stderr.startswith("error: a run would stop: cannot read")
 
 
+def test_a_dry_run_of_a_grid_whose_include_is_missing_or_a_cycle_is_one_line(tmp_path):
+    (tmp_path / "a.yaml").write_text("include: b.yaml\nmethods: [lamol]\n")
+    (tmp_path / "b.yaml").write_text("include: a.yaml\ntasks: [synth.nlg]\n")
+    (tmp_path / "c.yaml").write_text("experiments: [{include: gone.yaml}]\nmethods: [lamol]\n")
+    storage = tmp_path / "runs"
+    one_line_error(cli("grid", str(tmp_path / "a.yaml"), "--storage", str(storage), "--dry-run"),
+                   "b.yaml: include: a.yaml: a cycle of includes (a.yaml -> b.yaml -> a.yaml)")
+    one_line_error(cli("grid", str(tmp_path / "c.yaml"), "--storage", str(storage), "--dry-run"),
+                   "c.yaml: experiments[0].include: gone.yaml: no such file")
+    assert not storage.exists()
+
+
 def test_bad_bench_counts():
     res = cli("bench", "grids/trials/demo.yaml", "--steps", "0")
     assert res.returncode == 2 and "--steps: expected a whole number, 1 or more" in res.stderr

@@ -143,7 +143,7 @@ def test_a_changed_cell_is_refused_naming_the_setting(storage):
 
     plan = build_plan(parse_grid(grid(methods=["lamol"]), "g.yaml", storage=storage))
     cell = plan.cells[0]
-    old = json.loads(json.dumps(cell.config))
+    old = cell.config.to_dict()
     old["training"]["lr"] = 5e-4
     plan.cell_dir(cell).mkdir(parents=True)
     (plan.cell_dir(cell) / "results.json").write_text(json.dumps({"config_hash": "other", "R": [], "config": old}))

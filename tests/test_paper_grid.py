@@ -4,8 +4,9 @@ the right folder, every cell a valid trial; the WOZ trial config reads the conve
 import itertools
 from pathlib import Path
 
+from l2kd.config import load_yaml
 from l2kd.trialconfig import load_trial_config
-from l2kd.gridspec import load_grid
+from l2kd.gridspec import load_grid, parse_grid
 from l2kd.plan import build_plan
 from l2kd.tasks import TASKS
 
@@ -51,3 +52,19 @@ def test_woz_tiny_trial_reads_the_converted_folder():
     cfg = load_trial_config(REPO / "grids" / "trials" / "woz-tiny.yaml")
     assert cfg.tasks == ["woz.en"] and Path(cfg.data.dir) == Path("runs/data/paper")
     assert cfg.data.max_test_examples is None  # whole dialogues: dsEM needs every turn
+
+
+def test_the_nlg_family_included_from_nlg_yaml_plans_what_it_did_written_out(tmp_path):
+    """paper.yaml takes its NLG experiment from grids/nlg.yaml (include:); its plan is the one the
+    experiment written out in paper.yaml gave: the same cells, config hashes and teachers."""
+    raw = load_yaml(REPO / "grids" / "paper.yaml")
+    assert raw["experiments"][1] == {"include": "nlg.yaml"}
+    raw["experiments"][1] = {"name": "nlg", "tasks": ["e2enlg", "rnnlg.rest", "rnnlg.hotel", "rnnlg.tv",
+                                                      "rnnlg.laptop"],
+                             "orders": "forward_reverse", "data": {"dir": "../shared/data/l2kd-nlg"}}
+    written_out = build_plan(parse_grid(raw, "paper.yaml", storage=str(tmp_path)), strict_data=False)
+    included = build_plan(paper(tmp_path), strict_data=False)
+    assert [(c.id, c.config_hash) for c in included.cells] == [(c.id, c.config_hash) for c in written_out.cells]
+    assert sorted(included.teachers) == sorted(written_out.teachers)
+    assert len(included.cells) == 75 and len(included.teachers) == 13
+    assert sum(c.experiment == "nlg" for c in included.cells) == 2 * 5 + 5 + 4  # lifelong, single_qa, multi*

@@ -239,8 +239,8 @@ def grid_projection(plan, r, overrides: list[str] = ()) -> dict[str, Any]:
         by_policy[cfg.training.batch_policy] = by_policy.get(cfg.training.batch_policy, 0.0) + seconds
         return seconds
 
-    cells_s = sum(add(c.config, f"cell {c.id}") for c in plan.cells)
-    teachers_s = sum(add(job.config, f"teacher {name}", job.task) for name, job in plan.teachers.items())
+    cells_s = sum(add(c.config.to_dict(), f"cell {c.id}") for c in plan.cells)
+    teachers_s = sum(add(job.config.to_dict(), f"teacher {name}", job.task) for name, job in plan.teachers.items())
     out: dict[str, Any] = {"cells": len(plan.cells), "teachers": len(plan.teachers), "unknown": unknown,
                            "trained_tokens": tokens_total, "cells_s": cells_s, "teachers_s": teachers_s,
                            "training_s": cells_s + teachers_s, "by_policy_s": by_policy}

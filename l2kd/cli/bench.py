@@ -24,7 +24,7 @@ def _bench_config(path: str, overrides: list[str]):
 
     plan = build_plan(load_grid(path))
     cell = plan.cells[0]
-    cfg = trial_config(apply_overrides(cell.config, overrides), f"{path}: {cell.id}")
+    cfg = trial_config(apply_overrides(cell.config.to_dict(), overrides), f"{path}: {cell.id}")
     console.print(f"measuring the grid's first cell: {cell.id}", markup=False)  # once it is valid
     return cfg, plan
 

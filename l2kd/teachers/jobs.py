@@ -33,7 +33,7 @@ class TeacherStage:
 
     def job_args(self, plan: Plan, job: TeacherJob, on_damaged: str) -> tuple:
         """train_job's arguments for `job` (plain values: they cross a process boundary)."""
-        return job.config, job.task, str(plan.run_dir / TEACHERS), sorted(job.seq_kd_modes), on_damaged
+        return job.config.to_dict(), job.task, str(plan.run_dir / TEACHERS), sorted(job.seq_kd_modes), on_damaged
 
 
 def teacher_stage(plan: Plan, cells: list[Cell]) -> TeacherStage:
