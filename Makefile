@@ -18,6 +18,7 @@ demo: setup
 	$(PYTHON) cli.py grid grids/demo.yaml
 
 test: setup
+	$(PYTHON) -m ruff check .
 	$(PYTHON) -m pytest -q
 
 # The device check (see README, "The device check"): prep here, where ../shared exists, then carry .gpu/

@@ -27,7 +27,7 @@ from .trialconfig import trial_config
 from .data import load_split
 from .decode import pseudo_counts
 from .errors import ArtifactError, ConfigError, DataError, UserError
-from .gridspec import Experiment, GridSpec, MethodEntry, is_order_free
+from .gridspec import Experiment, GridSpec, MethodEntry
 from .io import read_json, writable_problem
 from .methods import SINGLE, kind_of, make_method
 from .results import RESULTS_FILE

@@ -27,7 +27,6 @@ task tokens get fresh N(0, 0.02) rows when a trial grows the embeddings, as on t
 from __future__ import annotations
 
 import logging
-import math
 import time
 from pathlib import Path
 from typing import Any, Callable, Literal

@@ -7,7 +7,7 @@ is never used in training), so there is no dev split here.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 from .registry import Registry

@@ -6,7 +6,7 @@ import yaml
 
 from l2kd.gridspec import load_grid
 from l2kd.plan import build_plan
-from l2kd.pretrain import corpus_files, load_pretrain_config, overlap, read_documents, run_pretrain
+from l2kd.pretrain import corpus_files, load_pretrain_config, overlap, read_documents
 
 from conftest import GPT2_TOKENIZER, NLG_DIR, REPO, SHARED, needs_shared
 

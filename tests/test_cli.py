@@ -22,7 +22,7 @@ def write_config(tmp_path, body: str):
 
 def one_line_error(res, *fragments):
     assert res.returncode == 2, res.stderr
-    lines = [l for l in res.stderr.splitlines() if l.strip()]
+    lines = [line for line in res.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, res.stderr
     assert lines[0].startswith("error: ")
     for f in fragments:

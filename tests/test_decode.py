@@ -54,8 +54,9 @@ def test_stops_at_eos_and_at_the_position_limit():
 def test_top_k_sampling_is_seeded():
     model = tiny_model()
     s = DecodeSettings("top_k", top_k=5)
-    run = lambda seed: decode(model, [[1, 2]] * 4, 8, eos=0, pad=59, max_total=48, settings=s,
-                              device=CPU, generator=torch.Generator().manual_seed(seed))
+    def run(seed):
+        return decode(model, [[1, 2]] * 4, 8, eos=0, pad=59, max_total=48, settings=s, device=CPU,
+                      generator=torch.Generator().manual_seed(seed))
     assert run(3) == run(3) and run(3) != run(4)
 
 

@@ -8,7 +8,7 @@ import torch
 
 from l2kd.trialconfig import trial_config
 from l2kd.data.batching import collate
-from l2kd.data.encoding import SpecialIds, encode_train
+from l2kd.data.encoding import encode_train
 from l2kd.data.lamol_json import read_lamol
 from l2kd.data.synthetic import generate
 from l2kd.errors import ArtifactError, DataError

@@ -4,7 +4,6 @@ one stage numbering, the compute a trial spent."""
 import subprocess
 import sys
 
-import yaml
 
 from l2kd.results import TrialResult
 from l2kd.trial import describe_eval, run_trial
@@ -168,12 +167,12 @@ def test_off_a_terminal_the_grid_prints_one_line_per_event(tmp_path, capsys):
         progress("cell", id=cid, state="retrying")
         progress("cell", id=cid, state="done")
     err = capsys.readouterr().err
-    lines = [l.split("] ", 1)[1] for l in err.splitlines() if l.startswith("[")]
+    lines = [line.split("] ", 1)[1] for line in err.splitlines() if line.startswith("[")]
     assert lines[0] == f"{cid}: started"
     assert lines[1] == f"{cid}: stage 1 (synth.nlg), epoch 1, step 3/9, loss 2.500"
     assert lines[2] == f"{cid}: stage 1/2 finished (synth.nlg), avg score 12.2"
     assert lines[3] == f"{cid}: retrying (stage 1/2)" and lines[4] == f"{cid}: done"
-    assert cid in err.splitlines()[-3] or any(cid in l and "done" in l for l in err.splitlines()[-4:])
+    assert cid in err.splitlines()[-3] or any(cid in line and "done" in line for line in err.splitlines()[-4:])
 
 
 def test_a_folder_written_before_compute_and_tensorboard_resumes_and_reports(tmp_path):

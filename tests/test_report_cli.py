@@ -42,7 +42,7 @@ def test_cli_refuses_an_unknown_or_empty_folder(tmp_path, make, fragment):
     make(target)
     res = cli("report", str(target))
     assert res.returncode == 2 and "Traceback" not in res.stderr
-    lines = [l for l in res.stderr.splitlines() if l.strip()]
+    lines = [line for line in res.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: ") and fragment in lines[0]
     assert not (target / "report").exists()
 

@@ -46,7 +46,7 @@ def test_read_only_storage_is_refused_before_anything_starts(tmp_path):
            f"exec {sys.executable} {REPO / 'cli.py'} grid {path} --storage {store} --quiet")
     res = subprocess.run(["unshare", "-r", "-m", "sh", "-c", cmd], capture_output=True, text=True,
                          cwd=REPO, timeout=120)
-    lines = [l for l in res.stderr.splitlines() if l.strip()]
+    lines = [line for line in res.stderr.splitlines() if line.strip()]
     assert res.returncode == 2 and len(lines) == 1, res.stderr
     assert lines[0].startswith(f"error: {store}: cannot write here (Read-only file system)"), lines[0]
     assert "storage must be writable" in lines[0] and "Traceback" not in res.stderr

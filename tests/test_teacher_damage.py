@@ -123,6 +123,6 @@ def test_the_grid_command_names_a_damaged_teacher_in_its_dry_run_and_refuses_it(
     assert "a damaged teacher" in dry.stderr
     assert f"damaged teacher {folder.name}: {bad}: damaged" in " ".join(dry.stdout.split())
     res = run("--quiet")
-    lines = [l for l in res.stderr.splitlines() if l.strip()]
+    lines = [line for line in res.stderr.splitlines() if line.strip()]
     assert res.returncode == 2 and len(lines) == 1 and str(bad) in lines[0], res.stderr
     assert "--damaged-teachers retrain" in lines[0] and not (folder.parent.parent / "cells").exists()

@@ -30,7 +30,7 @@ def split_path(task: str, split: str, cfg: DataConfig) -> Path:
     folder = Path(cfg.distil_dir).expanduser() if split == "distil" and cfg.distil_dir else data_dir(cfg)
     path = folder / spec.file(split)  # type: ignore[arg-type]
     if not path.is_file():
-        hint = f" (`python cli.py data convert` makes it from raw data)" if spec.converter not in (None, "lamol") else ""
+        hint = " (`python cli.py data convert` makes it from raw data)" if spec.converter not in (None, "lamol") else ""
         raise DataError(f"{path}: no such file (task {task}, {split} split){hint}")
     return path
 

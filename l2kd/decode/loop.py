@@ -139,8 +139,9 @@ class _Decoder:
                 if rows < stepper.rows if self.host_is_device else rows <= stepper.rows // 2:
                     stepper.select(live, rows)
                     extra = rows - len(live)
-                    fill = lambda x, v: torch.cat([x[live], x[live[:1]].new_full((extra, *x.shape[1:]), v)]) \
-                        if extra else x[live]
+                    def fill(x, v, live=live, extra=extra):  # the live rows, then `extra` rows of v
+                        return torch.cat([x[live], x[live[:1]].new_full((extra, *x.shape[1:]), v)]) \
+                            if extra else x[live]
                     slot, alive, limit, stop = fill(slot, n), fill(alive, False), fill(limit, 0), fill(stop, 0)
                     tok, next_pos = fill(tok, pad), fill(next_pos, 0)
                     if keys is not None:
