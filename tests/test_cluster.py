@@ -146,3 +146,50 @@ def test_a_lost_worker_node_moves_its_trial_to_another_node_from_its_task_bounda
     assert TrialResult.load(workdir).R == faulted_R
     tables = _tables(build_report(plan.run_dir, tmp_path / "report-clean").out_dir)
     assert tables and tables == faulted
+
+
+@pytest.fixture
+def eight_cpus():
+    ray.init(num_cpus=8, include_dashboard=False, log_to_driver=False, configure_logging=False,
+             object_store_memory=200 * 2**20)
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_eight_concurrent_trials_on_one_node_share_no_port_or_file(eight_cpus, tmp_path):
+    """8 cells at once on one node (8 logical CPUs): each trial's distributed group listens on its
+    own port, writes only its own cell folder, and ends as it does alone (its R equals a lone run's)."""
+    from l2kd.trial import run_trial
+    from l2kd.trialconfig import trial_config
+
+    g = grid(name="load", methods=["finetune", "lamol"], orders="forward", seeds=[1, 2, 3, 4])
+    g["data"].update(max_train_examples=12, max_test_examples=4)
+    g["ray"] = {"dashboard": False, "max_concurrent": 8, "max_failures": 0}  # a collision fails the cell
+    plan = build_plan(parse_grid(g, "load.yaml", storage=str(tmp_path / "store")))
+    assert len(plan.cells) == 8
+    events = []
+    outcome = run_grid(plan, on_event=lambda n, **e: events.append((n, e)))
+    assert outcome.ok and not outcome.faults, (outcome.errors, outcome.faults)
+    # all 8 ran at once: every cell started before any finished
+    running, most = set(), 0
+    for name, e in events:
+        if name == "cell":
+            (running.add if e["state"] == "running" else running.discard)(e["id"])
+            most = max(most, len(running))
+    assert most == 8, most
+    ports = []
+    for cell in plan.cells:
+        log = (plan.cell_dir(cell) / "trial.log").read_text()
+        ports += [line.rsplit("port ", 1)[1].rstrip(")") for line in log.splitlines()
+                  if "distributed group up" in line]
+        assert TrialResult.load(plan.cell_dir(cell)).complete
+    assert len(ports) == 8 and len(set(ports)) == 8, ports
+    leftovers = [p for p in plan.run_dir.rglob(".*") if p.name.endswith((".tmp", ".old"))]
+    assert not leftovers, leftovers
+    lamol = next(c for c in plan.cells if c.method == "lamol")  # the one writing pseudo samples too
+    alone = run_trial(trial_config(lamol.config, "lone"), tmp_path / "alone")
+    assert alone.R == TrialResult.load(plan.cell_dir(lamol)).R
