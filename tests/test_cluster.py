@@ -193,3 +193,21 @@ def test_eight_concurrent_trials_on_one_node_share_no_port_or_file(eight_cpus, t
     lamol = next(c for c in plan.cells if c.method == "lamol")  # the one writing pseudo samples too
     alone = run_trial(trial_config(lamol.config, "lone"), tmp_path / "alone")
     assert alone.R == TrialResult.load(plan.cell_dir(lamol)).R
+
+
+@pytest.mark.slow  # ~20-40 s here: the dry run is a whole process
+def test_the_grid_scale_bench_plans_and_dry_runs_a_grid(tmp_path):
+    """tools/bench-grid-scale.py (docs/performance.md's 1,000-cell figures), here on 25 cells so it
+    keeps working: the dry run exits 0 and the plan has every cell and teacher."""
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    run = subprocess.run([sys.executable, str(REPO / "tools" / "bench-grid-scale.py"), "plan", "--seeds", "1",
+                          "--out", str(tmp_path)], capture_output=True, text=True, timeout=300,
+                         env=dict(os.environ, OMP_NUM_THREADS="1", RAY_ADDRESS=""))
+    assert run.returncode == 0, run.stderr[-2000:]
+    got = json.loads(run.stdout)
+    assert got["cells"] == 25 and got["teachers"] == 3 and got["dry_run_exit"] == 0 and got["states"] == ["new"], got
+    assert all(got[k] > 0 for k in ("dry_run_s", "build_plan_s", "work_s", "status_s")), got

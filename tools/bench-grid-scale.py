@@ -6,7 +6,7 @@
   snapshots  a small grid run on a local Ray: the time Tune spends writing its experiment-state
              snapshots (what `Tuner.restore` reads) as a share of the grid's wall time
 
-Usage: OMP_NUM_THREADS=1 python tools/bench-grid-scale.py {plan,snapshots} [--out DIR]
+Usage: OMP_NUM_THREADS=1 python tools/bench-grid-scale.py {plan,snapshots} [--out DIR] [--seeds N]
 Prints one JSON object.
 """
 
@@ -30,7 +30,7 @@ TINY = {"data": {"max_train_examples": 24, "max_test_examples": 6},
 TASKS = ["synth.nlg", "synth.sentiment", "synth.state"]
 
 
-def bench_plan(out: Path) -> dict:
+def bench_plan(out: Path, seeds: int = 40) -> dict:
     import yaml
 
     from l2kd.gridspec import load_grid
@@ -38,7 +38,7 @@ def bench_plan(out: Path) -> dict:
 
     grid = {"name": "scale", "tasks": TASKS, "orders": {"random": 5, "seed": 1},
             "methods": ["finetune", "lamol", "word_kd", "seq_kd", "seq_kd_soft"],
-            "seeds": list(range(40)), **TINY}
+            "seeds": list(range(seeds)), **TINY}
     path = out / "scale.yaml"
     path.write_text(yaml.safe_dump(grid))
     storage = str(out / "store")
@@ -110,12 +110,13 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("part", choices=["plan", "snapshots"])
     p.add_argument("--out", help="work folder (default: a temporary one, removed)")
+    p.add_argument("--seeds", type=int, default=40, help="plan: seeds of the grid (25 cells each; 40 -> 1,000)")
     args = p.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(args.out or tmp)
         out.mkdir(parents=True, exist_ok=True)
-        result = bench_plan(out) if args.part == "plan" else bench_snapshots(out)
+        result = bench_plan(out, args.seeds) if args.part == "plan" else bench_snapshots(out)
     print(json.dumps({"part": args.part, "date": time.strftime("%Y-%m-%d"), **result}, indent=1))
 
 
