@@ -175,18 +175,19 @@ def test_eight_concurrent_trials_on_one_node_share_no_port_or_file(eight_cpus, t
     outcome = run_grid(plan, on_event=lambda n, **e: events.append((n, e)))
     assert outcome.ok and not outcome.faults, (outcome.errors, outcome.faults)
     # all 8 ran at once: every cell started before any finished
-    running, most = set(), 0
+    running, most, timeline = set(), 0, []
     for name, e in events:
         if name == "cell":
             (running.add if e["state"] == "running" else running.discard)(e["id"])
             most = max(most, len(running))
-    assert most == 8, most
+            timeline.append((e["id"][-9:], e["state"], len(running)))
+    assert most == 8, timeline
     ports = []
     for cell in plan.cells:
         log = (plan.cell_dir(cell) / "trial.log").read_text()
         ports += [line.rsplit("port ", 1)[1].rstrip(")") for line in log.splitlines()
                   if "distributed group up" in line]
-        assert TrialResult.load(plan.cell_dir(cell)).complete
+        assert TrialResult.load(plan.cell_dir(cell)).complete, cell.id
     assert len(ports) == 8 and len(set(ports)) == 8, ports
     leftovers = [p for p in plan.run_dir.rglob(".*") if p.name.endswith((".tmp", ".old"))]
     assert not leftovers, leftovers
