@@ -4,6 +4,7 @@ a session of its own, so every process it started (its local Ray included) can b
 stopped even when the test fails."""
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -177,37 +178,57 @@ def _tables(run_dir: Path) -> dict[str, bytes]:
             if not any(w in p.name for w in ("time", "wall", "cost", "compute"))}
 
 
+def _manifests(teachers: Path) -> dict[Path, float]:
+    return {p: p.stat().st_mtime for p in teachers.glob("*/manifest.json")}
+
+
 @pytest.mark.slow
-def test_sigkill_of_the_driver_mid_cell_and_between_cells_then_the_same_command_finishes(tmp_path, drivers):
-    """The driver SIGKILLed mid-cell, then again once a cell has finished: the same command
-    finishes the grid, no finished cell reruns, and the report's tables equal a clean run's byte
-    for byte. (A kill while teachers train is the SIGHUP test's case: a teacher without a manifest
-    is trained again, a finished one is not.)"""
-    g = grid(name="kill", methods=["finetune", "lamol"], orders="forward")
+def test_sigkill_of_the_driver_at_three_points_then_the_same_command_finishes(tmp_path, drivers):
+    """The driver SIGKILLed while the teachers train, then mid-cell, then once a cell has finished:
+    the same command finishes the grid, no finished cell reruns, no teacher is trained twice (a
+    teacher's manifest is written once, when it is whole; one killed half-trained has none and is
+    trained by the next run), and the report's tables equal a clean run's byte for byte."""
+    g = grid(name="kill", methods=["finetune", "word_kd"], orders="forward")
     g["training"].update(epochs=4, log_every=5)
     g["ray"] = {"dashboard": False, "max_concurrent": 1}
     path = tmp_path / "kill.yaml"
     path.write_text(yaml.safe_dump(g))
     plan = build_plan(parse_grid(g, str(path), storage=str(tmp_path / "store")))
-    cells = plan.run_dir / "cells"
+    cells, teachers = plan.run_dir / "cells", plan.run_dir / "teachers"
 
-    d = drivers(str(path), "--storage", str(tmp_path / "store"))  # mid-cell
-    d.wait_for(lambda: list(cells.glob("*/checkpoints/stage-*")), 300, "a cell's first task")
+    def run():
+        return drivers(str(path), "--storage", str(tmp_path / "store"))
+
+    d = run()  # while the teachers train: one has started, none has finished
+    d.wait_for(lambda: list(teachers.glob("*/trial.log")) and not list(teachers.glob("*/manifest.json")),
+               240, "the teachers' training")
     _killed(d)
-    d = drivers(str(path), "--storage", str(tmp_path / "store"))  # once a cell has finished
+    whole = _manifests(teachers)  # a teacher that finished as the kill landed is kept as it is
+    assert len(whole) < 2 and not plan.damaged_teachers() and not cells.exists()
+    d = run()  # mid-cell
+    d.wait_for(lambda: list(cells.glob("*/checkpoints/stage-*")), 400, "a cell's first task")
+    _killed(d)
+    trained = _manifests(teachers)
+    assert len(trained) == 2 and all(trained[p] == t for p, t in whole.items())
+    d = run()  # once a cell has finished
     d.wait_for(lambda: any(plan.status(c).state == "done" for c in plan.cells), 300, "a finished cell")
     _killed(d)
     done = {c.id: (cells / c.id / "results.json").stat().st_mtime
             for c in plan.cells if plan.status(c).state == "done"}
-    assert 0 < len(done) < len(plan.cells) or len(done) == len(plan.cells)
+    assert done
 
-    d = drivers(str(path), "--storage", str(tmp_path / "store"))
+    d = run()
     out, err = d.finish(300)
     assert d.proc.returncode == 0, err[-3000:]
+    assert "teachers trained 0, reused 2" in err, err
     for cid, mtime in done.items():
         assert (cells / cid / "results.json").stat().st_mtime == mtime
+    assert _manifests(teachers) == trained
+    # the clean run: the same grid in a fresh storage, given the same (content-keyed) teachers
+    shutil.copytree(teachers, tmp_path / "clean" / "kill" / "teachers")
     clean = drivers(str(path), "--storage", str(tmp_path / "clean"))
     c_out, c_err = clean.finish(300)
     assert clean.proc.returncode == 0, c_err[-3000:]
+    assert "teachers trained 0, reused 2" in c_err, c_err
     tables = _tables(plan.run_dir)
     assert tables and tables == _tables(tmp_path / "clean" / "kill")
