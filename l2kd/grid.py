@@ -31,15 +31,16 @@ for _var, _value in (("RAY_AIR_NEW_OUTPUT", "0"), ("TUNE_WARN_THRESHOLD_S", "30"
                      ("TUNE_PRINT_ALL_TRIAL_ERRORS", "0")):
     os.environ.setdefault(_var, _value)
 
-import ray  # noqa: E402
-import yaml  # noqa: E402
-from ray import tune  # noqa: E402
+import ray
+import yaml
+from ray import tune
 
-from .trialconfig import trial_config  # noqa: E402
+from .trialconfig import trial_config
 from .errors import ArtifactError
-from .gridrun import (STOP_SIGNALS, FaultInjection, GridInterrupted, GridOutcome, newest_checkpoint,
+from .gridrun import (ATTEMPT_ERROR, STOP_SIGNALS, FaultInjection, GridInterrupted, GridOutcome,
+                      attempt_cause, newest_checkpoint, read_cell_json, recorded_faults,
                       restore_missing_checkpoints)
-from .io import read_json, stable_hash, write_json, write_text
+from .io import stable_hash, write_json, write_text
 from .plan import CELLS, TUNE, Cell, Plan
 from .teachers.jobs import job_failed, teacher_stage, train_job
 from .teachers.store import pack_teacher
@@ -47,7 +48,6 @@ from .teachers.store import pack_teacher
 log = logging.getLogger(__name__)
 EventFn = Callable[..., None]
 CURRENT = "current.json"  # which Tune experiment holds the cells of the last run
-ATTEMPT_ERROR = "attempt_error.json"  # a failed attempt's error, written by the trial for the driver
 PROGRESS_EVERY_S = 20.0  # how often a trial tells the driver its epoch/step between task boundaries
 
 
@@ -124,7 +124,7 @@ def _cell_trainable(config: dict, *, cells: dict[str, dict], teacher_refs: dict[
     cfg = trial_config(cell["config"], f"cell {config['cell']}")
     workdir = Path(run_dir) / CELLS / config["cell"]
     workdir.mkdir(parents=True, exist_ok=True)
-    write_json(workdir / "cell.json", cell["meta"] | {"faults": _recorded_faults(workdir)})
+    write_json(workdir / "cell.json", cell["meta"] | {"faults": recorded_faults(workdir)})
     # a cell finished on disk needs no teachers (only the pending cells' ones were shipped)
     teachers = {task: ray.get(teacher_refs[folder]) for task, folder in cell["teachers"] if folder in teacher_refs}
     seen = {"progress_t": 0.0, "stages_run": 0}
@@ -164,31 +164,6 @@ def _stage_metrics(result, tasks) -> dict[str, Any]:
             **{f"score/{t}": v for t, v in zip(result.tasks, row)}}
 
 
-def _read_cell_json(workdir: Path) -> dict | None:
-    try:
-        meta = read_json(workdir / "cell.json")
-    except (OSError, ValueError):
-        return None
-    return meta if isinstance(meta, dict) else None
-
-
-def _recorded_faults(workdir: Path) -> list[dict[str, Any]]:
-    """The failed attempts the driver recorded in the cell's cell.json (kept when a retry rewrites it)."""
-    faults = (_read_cell_json(workdir) or {}).get("faults", [])
-    return faults if isinstance(faults, list) else []
-
-
-def _attempt_cause(workdir: Path) -> str:
-    """Why the attempt that just failed did: the error its trial wrote down (taken), or, when it
-    could write nothing, the death of its Ray worker or node (SIGKILL, out of memory, a lost node)."""
-    try:
-        cause = str(read_json(workdir / ATTEMPT_ERROR)["cause"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return "its Ray worker or node died (nothing was raised in the trial)"
-    (workdir / ATTEMPT_ERROR).unlink(missing_ok=True)
-    return cause
-
-
 def _record_fault(trial, final: bool) -> None:
     """The driver's account of a failed attempt: an event (one line on the console), the run's
     list of faults, and the cell's cell.json."""
@@ -203,16 +178,20 @@ def _record_fault(trial, final: bool) -> None:
     except ArtifactError:
         kept = 0
     fault = {"cell": cid, "attempt": trial.num_failures, "retries": ctx["max_failures"],
-             "cause": _attempt_cause(workdir), "tasks_kept": kept, "tasks": ctx["stages"].get(cid),
+             "cause": attempt_cause(workdir), "tasks_kept": kept, "tasks": ctx["stages"].get(cid),
              "final": final, "log": str(workdir / "trial.log"), "at": time.strftime("%Y-%m-%dT%H:%M:%S")}
     if workdir.is_dir():
-        meta = _read_cell_json(workdir)
+        meta = read_cell_json(workdir)
         if meta is not None:
-            write_json(workdir / "cell.json", meta | {"faults": _recorded_faults(workdir) + [fault]})
+            write_json(workdir / "cell.json", meta | {"faults": recorded_faults(workdir) + [fault]})
     _emit("fault", **fault)
 
 
-_emit: EventFn = lambda *a, **k: None  # the driver's event sink; the callback below reads it
+def _no_events(*a: Any, **k: Any) -> None:
+    pass
+
+
+_emit: EventFn = _no_events  # the driver's event sink; the callback below reads it
 _fault_context: dict[str, Any] = {"run_dir": ".", "max_failures": 0, "stages": {}}  # set by run_cells
 _tune_stop: Callable | None = None  # Tune's handler of Ctrl-C in the running experiment (its quiet stop)
 _stop_handler: Callable | None = None  # the driver's handler of stop signals while Tune runs

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from .checkpoint import latest_checkpoint, read_checkpoint
+from .io import read_json
 
 
 @dataclass(frozen=True)
@@ -78,3 +79,32 @@ def restore_missing_checkpoints(experiment: Path) -> list[Path]:
                 (trial_dir / name).mkdir()
                 made.append(trial_dir / name)
     return made
+
+
+# --------------------------------------------------------------------------- a cell's faults on disk
+ATTEMPT_ERROR = "attempt_error.json"  # a failed attempt's error, written by the trial for the driver
+
+
+def read_cell_json(workdir: Path) -> dict | None:
+    try:
+        meta = read_json(workdir / "cell.json")
+    except (OSError, ValueError):
+        return None
+    return meta if isinstance(meta, dict) else None
+
+
+def recorded_faults(workdir: Path) -> list[dict[str, Any]]:
+    """The failed attempts the driver recorded in the cell's cell.json (kept when a retry rewrites it)."""
+    faults = (read_cell_json(workdir) or {}).get("faults", [])
+    return faults if isinstance(faults, list) else []
+
+
+def attempt_cause(workdir: Path) -> str:
+    """Why the attempt that just failed did: the error its trial wrote down (taken), or, when it
+    could write nothing, the death of its Ray worker or node (SIGKILL, out of memory, a lost node)."""
+    try:
+        cause = str(read_json(workdir / ATTEMPT_ERROR)["cause"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return "its Ray worker or node died (nothing was raised in the trial)"
+    (workdir / ATTEMPT_ERROR).unlink(missing_ok=True)
+    return cause

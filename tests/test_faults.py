@@ -16,7 +16,6 @@ import yaml
 
 from l2kd.gridspec import parse_grid
 from l2kd.plan import build_plan
-from l2kd.results import TrialResult
 
 from conftest import REPO
 from test_gridspec import grid
@@ -86,7 +85,7 @@ def drivers():
 
 def stderr_lines(err: str) -> list[str]:
     # Ray's own start-up notice about token authentication is the one line not ours
-    return [l for l in err.splitlines() if l.strip() and "Token authentication" not in l]
+    return [line for line in err.splitlines() if line.strip() and "Token authentication" not in line]
 
 
 @pytest.mark.slow
