@@ -1,8 +1,9 @@
 """l2kd: Lifelong Language Knowledge Distillation (L2KD) on LAMOL, at the scale of experiment grids.
 
-Layers (each importable without the ones above it):
-    config/tasks/registry -> data, model -> losses, decode, metrics -> methods -> engine -> trial
-    -> teachers -> grid (the only Ray import); report reads result files only.
+The layers, bottom up (README, "Layout", is the map; tests/test_house.py checks it): settings and
+identity -> data, tokens, models -> losses, decoding, metrics, the engine -> methods and the trial ->
+teachers -> grids (Ray in grid.py only); the report reads result files; the command line (l2kd/cli/)
+is on top and the only place that prints for people.
 """
 
 import os
