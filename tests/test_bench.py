@@ -134,7 +134,7 @@ def test_the_decoder_loop_counts_forward_calls_by_hand():
 
 def test_the_bench_counts_and_times_the_whole_trials_decoding():
     from l2kd.bench.decoding import measure
-    from l2kd.bench.run import BenchSetup
+    from l2kd.bench.setup import BenchSetup
 
     cfg = trial_config(tiny_trial(tasks=["synth.nlg", "synth.state", "synth.sentiment"]))
     s = BenchSetup(cfg)
@@ -168,7 +168,8 @@ def test_cli_bench_of_a_grid_projects_the_whole_grid(tmp_path):
 def test_the_bench_times_the_configured_methods_step():
     """The fast path runs the configured method's hooks and loss (the trial's set-up, no copy); a
     teacher's cost is timed on a Word-KD step at the configured temperature."""
-    from l2kd.bench.run import BenchSetup, fast_path
+    from l2kd.bench.run import fast_path
+    from l2kd.bench.setup import BenchSetup
     from l2kd.methods.kd import WordKD
     from l2kd.methods.lamol import Lamol
     from l2kd.methods.regularizers import EWC

@@ -4,7 +4,8 @@ and the compiled blocks keep GPT-2's values in bf16, and a trial runs end to end
 import pytest
 import torch
 
-from l2kd.bench.run import BenchOptions, _Setup, fast_path
+from l2kd.bench.run import fast_path
+from l2kd.bench.setup import BenchOptions, BenchSetup
 from l2kd.model import TargetLogits, head_logits, hidden_states
 from l2kd.trial import run_trial
 from l2kd.trialconfig import trial_config
@@ -14,8 +15,8 @@ from conftest import tiny_trial
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 
-def setup(**over) -> _Setup:
-    return _Setup(trial_config(tiny_trial(**{"training.device": "cuda", "training.batch_policy": "tokens",
+def setup(**over) -> BenchSetup:
+    return BenchSetup(trial_config(tiny_trial(**{"training.device": "cuda", "training.batch_policy": "tokens",
                                              "training.tokens_per_batch": 512, **over})))
 
 
@@ -94,7 +95,7 @@ def test_gpu_decoding_equals_the_generic_path_in_fp32():
 
 def test_a_decoding_step_never_waits_on_the_gpu():
     """Between the host's looks (every check_every tokens) a step queues without waiting."""
-    from l2kd.bench.run import count_syncs
+    from l2kd.bench.timing import count_syncs
     from l2kd.decode import DecodeSettings, DecodeStats, decode
 
     model, prompts = _decoding_case(rows=8)

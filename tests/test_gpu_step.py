@@ -7,7 +7,8 @@ import torch
 from transformers.activations import ACT2FN
 
 from l2kd import losses
-from l2kd.bench.run import BenchOptions, _Setup, fast_path
+from l2kd.bench.run import fast_path
+from l2kd.bench.setup import BenchOptions, BenchSetup
 from l2kd.data.encoding import IGNORE
 from l2kd.methods.teacher_cache import TeacherCache
 from l2kd.model import TargetLogits
@@ -47,7 +48,7 @@ def test_one_pass_word_kd_losses_keep_the_formulas_values_in_bf16():
 
 
 def _setup(**over):
-    return _Setup(trial_config(tiny_trial(**{"training.device": "cuda", "training.batch_policy": "tokens",
+    return BenchSetup(trial_config(tiny_trial(**{"training.device": "cuda", "training.batch_policy": "tokens",
                                              "training.tokens_per_batch": 512, **over})))
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import asdict, dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
@@ -30,10 +30,9 @@ from ..decode.settings import auto_tokens_per_batch, kv_bytes_per_position
 from ..methods import make_method
 from ..model import grow_embeddings
 from ..tokenizer import Tokenizer
+from .setup import BenchOptions, BenchSetup
 from .timing import timed, timed_warm
 
-if TYPE_CHECKING:  # the bench's set-up, passed in by run.py
-    from .run import BenchOptions, BenchSetup
 
 # how the decoder planned batches before it planned them by expected lengths (the default eval
 # settings of then, each row's worst-case budget, the host looking at every token, tasks one by one)
