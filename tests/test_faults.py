@@ -157,9 +157,12 @@ def _cmdline(pid: int) -> str:
 IDLE_RAY_HELPERS = ("ray::DashboardAgent", "ray::RuntimeEnvAgent")
 
 
-def _killed(d: Driver) -> None:
-    """SIGKILL the driver; its Ray's GCS, raylet and trial workers die with it within a minute,
-    only idle helpers may stay (removed here, as `ray stop --force` would)."""
+def _killed(d: Driver, whole_session: bool = False) -> None:
+    """SIGKILL the driver (or, whole_session, every process of its session at once, as a scheduler
+    ending a job does); its Ray's GCS, raylet and trial workers die with it within a minute, only
+    idle helpers may stay (removed here, as `ray stop --force` would)."""
+    if whole_session:
+        d.stop()
     d.proc.send_signal(signal.SIGKILL)
     d.finish(30)
     deadline = time.time() + 60
@@ -183,7 +186,8 @@ def _manifests(teachers: Path) -> dict[Path, float]:
 
 @pytest.mark.slow
 def test_sigkill_of_the_driver_at_three_points_then_the_same_command_finishes(tmp_path, drivers):
-    """The driver SIGKILLed while the teachers train, then mid-cell, then once a cell has finished:
+    """SIGKILL while the teachers train (the driver with its whole session), then of the driver
+    mid-cell, then once a cell has finished:
     the same command finishes the grid, no finished cell reruns, no teacher is trained twice (a
     teacher's manifest is written once, when it is whole; one killed half-trained has none and is
     trained by the next run), and the report's tables equal a clean run's byte for byte."""
@@ -201,8 +205,10 @@ def test_sigkill_of_the_driver_at_three_points_then_the_same_command_finishes(tm
     d = run()  # while the teachers train: one has started, none has finished
     d.wait_for(lambda: list(teachers.glob("*/trial.log")) and not list(teachers.glob("*/manifest.json")),
                240, "the teachers' training")
-    _killed(d)
-    whole = _manifests(teachers)  # a teacher that finished as the kill landed is kept as it is
+    # the whole session: a teacher's Ray worker outlives a driver killed alone until its raylet
+    # goes, seconds in which these tiny teachers finish (kept whole: the SIGHUP test's case)
+    _killed(d, whole_session=True)
+    whole = _manifests(teachers)  # one finished as the kill landed is kept as it is
     assert len(whole) < 2 and not plan.damaged_teachers() and not cells.exists()
     d = run()  # mid-cell
     d.wait_for(lambda: list(cells.glob("*/checkpoints/stage-*")), 400, "a cell's first task")
