@@ -164,7 +164,6 @@ def test_eight_concurrent_trials_on_one_node_share_no_port_or_file(eight_cpus, t
     """8 cells at once on one node (8 logical CPUs): each trial's distributed group listens on its
     own port, writes only its own cell folder, and ends as it does alone (its R equals a lone run's)."""
     from l2kd.trial import run_trial
-    from l2kd.trialconfig import trial_config
 
     g = grid(name="load", methods=["finetune", "lamol"], orders="forward", seeds=[1, 2, 3, 4])
     g["data"].update(max_train_examples=12, max_test_examples=4)
@@ -192,7 +191,7 @@ def test_eight_concurrent_trials_on_one_node_share_no_port_or_file(eight_cpus, t
     leftovers = [p for p in plan.run_dir.rglob(".*") if p.name.endswith((".tmp", ".old"))]
     assert not leftovers, leftovers
     lamol = next(c for c in plan.cells if c.method == "lamol")  # the one writing pseudo samples too
-    alone = run_trial(trial_config(lamol.config, "lone"), tmp_path / "alone")
+    alone = run_trial(lamol.config, tmp_path / "alone")  # the cell's validated config, as its trial got it
     assert alone.R == TrialResult.load(plan.cell_dir(lamol)).R
 
 
@@ -211,4 +210,5 @@ def test_the_grid_scale_bench_plans_and_dry_runs_a_grid(tmp_path):
     assert run.returncode == 0, run.stderr[-2000:]
     got = json.loads(run.stdout)
     assert got["cells"] == 25 and got["teachers"] == 3 and got["dry_run_exit"] == 0 and got["states"] == ["new"], got
-    assert all(got[k] > 0 for k in ("dry_run_s", "build_plan_s", "work_s", "status_s")), got
+    # timed, not bounded: a 25-cell status pass can take under a millisecond on a quiet machine
+    assert got["dry_run_s"] > 0 and all(got[k] >= 0 for k in ("build_plan_s", "work_s", "status_s")), got

@@ -56,8 +56,8 @@ def bench_plan(out: Path, seeds: int = 40) -> dict:
     states = [plan.status(c).state for c in plan.cells]
     status_s = time.perf_counter() - t0
     return {"cells": len(plan.cells), "teachers": len(plan.teachers), "dry_run_exit": dry.returncode,
-            "dry_run_s": round(dry_s, 1), "build_plan_s": round(plan_s, 2), "work_s": round(work_s, 2),
-            "status_s": round(status_s, 2), "states": sorted(set(states))}
+            "dry_run_s": round(dry_s, 1), "build_plan_s": round(plan_s, 3), "work_s": round(work_s, 3),
+            "status_s": round(status_s, 3), "states": sorted(set(states))}
 
 
 def bench_snapshots(out: Path) -> dict:
