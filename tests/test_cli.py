@@ -1,5 +1,7 @@
 """The command line: bad input gives one clear line, exit code 2, and nothing written."""
 
+import contextlib
+import io
 import json
 import subprocess
 import sys
@@ -10,8 +12,24 @@ from conftest import REPO
 
 
 def cli(*args, cwd=None):
+    """`cli.py ARGS` as a process of its own: exit code, stdout, stderr."""
     return subprocess.run([sys.executable, str(REPO / "cli.py"), *args], capture_output=True, text=True,
                           cwd=cwd or REPO, timeout=300)
+
+
+def cli_here(*args):
+    """`cli.py ARGS` run by its `main` in this process, its streams captured: what a process would
+    print and return, without starting Python and torch again (seconds a call). The error paths
+    below use it; test_bad_config_in_a_process_of_its_own keeps one whole-process check of them."""
+    import cli as command
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = command.main(list(args))
+        except SystemExit as e:  # argparse's usage errors
+            code = e.code if isinstance(e.code, int) else 2
+    return subprocess.CompletedProcess(list(args), code, out.getvalue(), err.getvalue())
 
 
 def write_config(tmp_path, body: str):
@@ -38,8 +56,15 @@ def one_line_error(res, *fragments):
 ])
 def test_bad_config(tmp_path, body, fragments):
     cfg = write_config(tmp_path, body)
-    res = cli("train", str(cfg), "--out", str(tmp_path / "out"))
+    res = cli_here("train", str(cfg), "--out", str(tmp_path / "out"))
     one_line_error(res, *fragments)
+    assert not (tmp_path / "out").exists()
+
+
+def test_bad_config_in_a_process_of_its_own(tmp_path):
+    """The same one line and exit 2 from a real process (no traceback, nothing else on stderr)."""
+    cfg = write_config(tmp_path, "tasks: [e2enlgg]\nmethod: lamol\n")
+    one_line_error(cli("train", str(cfg), "--out", str(tmp_path / "out")), "trial.yaml", "did you mean 'e2enlg'")
     assert not (tmp_path / "out").exists()
 
 
@@ -47,7 +72,7 @@ def test_bad_config(tmp_path, body, fragments):
 @pytest.mark.parametrize("method", ["lamol", "word_kd"])
 def test_missing_data_file(tmp_path, method):
     cfg = write_config(tmp_path, f"tasks: [e2enlg]\nmethod: {method}\ndata: {{dir: {tmp_path}}}\n")
-    res = cli("train", str(cfg), "--out", str(tmp_path / "out"), "--teachers", str(tmp_path / "teachers"))
+    res = cli_here("train", str(cfg), "--out", str(tmp_path / "out"), "--teachers", str(tmp_path / "teachers"))
     one_line_error(res, "e2enlg_to_squad-train-v2.0.json", "no such file")
     assert not (tmp_path / "out").exists() and not (tmp_path / "teachers").exists()
 
@@ -58,7 +83,7 @@ def test_malformed_data_file(tmp_path, method):
         {"data": [{"paragraphs": [{"context": "c", "qas": [{"question": "q", "answers": "oops"}]}]}]}))
     (tmp_path / "e2enlg_to_squad-test-v2.0.json").write_text("{}")
     cfg = write_config(tmp_path, f"tasks: [e2enlg]\nmethod: {method}\ndata: {{dir: {tmp_path}}}\n")
-    res = cli("train", str(cfg), "--out", str(tmp_path / "out"), "--teachers", str(tmp_path / "teachers"))
+    res = cli_here("train", str(cfg), "--out", str(tmp_path / "out"), "--teachers", str(tmp_path / "teachers"))
     one_line_error(res, "e2enlg_to_squad-train-v2.0.json", "data[0].paragraphs[0].qas[0]", "'answers' must be a list")
     assert not (tmp_path / "out").exists() and not (tmp_path / "teachers").exists()
 
@@ -77,10 +102,10 @@ def test_bad_model_setting(tmp_path, setting, fragments):
                                  "model: {config: {n_layer: 1, n_embd: 32, n_head: 2}}\n")
     (tmp_path / "junk.txt").write_text("not a tokenizer")
     setting = setting.format(tmp=tmp_path)
-    one_line_error(cli("train", str(cfg), "--set", setting, "--out", str(tmp_path / "out")), *fragments)
+    one_line_error(cli_here("train", str(cfg), "--set", setting, "--out", str(tmp_path / "out")), *fragments)
     assert not (tmp_path / "out").exists()
     if not setting.startswith("="):
-        one_line_error(cli("validate", str(cfg), "--set", setting), *fragments[1:])
+        one_line_error(cli_here("validate", str(cfg), "--set", setting), *fragments[1:])
 
 
 def test_a_grid_whose_inputs_cannot_be_read_starts_nothing(tmp_path):
@@ -125,19 +150,19 @@ def test_bad_bench_counts():
 def test_non_utf8_config(tmp_path):
     cfg = tmp_path / "trial.yaml"
     cfg.write_bytes(b"\xff\xfetasks: [synth.nlg]\n")
-    one_line_error(cli("train", str(cfg)), "trial.yaml", "not a UTF-8 text file")
+    one_line_error(cli_here("train", str(cfg)), "trial.yaml", "not a UTF-8 text file")
 
 
 def test_a_teacher_store_that_is_a_file(tmp_path):
     (tmp_path / "afile").write_text("")
     cfg = write_config(tmp_path, "tasks: [synth.nlg]\nmethod: word_kd\n")
-    res = cli("train", str(cfg), "--teachers", str(tmp_path / "afile"), "--out", str(tmp_path / "out"))
+    res = cli_here("train", str(cfg), "--teachers", str(tmp_path / "afile"), "--out", str(tmp_path / "out"))
     one_line_error(res, "afile", "the teacher store must be a folder")
     assert not (tmp_path / "out").exists()
 
 
 def test_missing_config_file(tmp_path):
-    one_line_error(cli("train", str(tmp_path / "nope.yaml")), "nope.yaml", "no such file")
+    one_line_error(cli_here("train", str(tmp_path / "nope.yaml")), "nope.yaml", "no such file")
 
 
 def test_train_runs_and_prints_R(tmp_path):
