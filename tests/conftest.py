@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 
 import pytest
@@ -20,29 +19,6 @@ RAW_DIRS = [SHARED / d for d in ("woz2.0-nbt", "wikisql-raw", "wikisql-mlx-examp
                                  "cl-benchmark-deal", "lamol-tc-adapterlamol")]
 needs_raw = pytest.mark.skipif(not all(d.is_dir() for d in RAW_DIRS + [NLG_DIR, GPT2_TOKENIZER]),
                                reason=f"raw public data not found at {SHARED}")
-
-
-# The suite's time: tests marked `slow` (end-to-end runs of a minute or so: the fault, cluster and
-# device-check tests, the extra backbones) run after the others, the fault-tolerance proofs first, and
-# each starts only while the session is within L2KD_SUITE_BUDGET_S seconds (default 13 minutes), so the
-# whole suite stays near 15 minutes on a 2-core machine; the rest are skipped, each with that reason.
-# L2KD_SUITE_BUDGET_S=0 runs every slow test whatever the time.
-SUITE_BUDGET_S = float(os.environ.get("L2KD_SUITE_BUDGET_S", "780"))
-SLOW_FIRST = ("test_faults.py", "test_cluster.py", "test_storage_faults.py")
-_SESSION_START = time.monotonic()
-
-
-def pytest_collection_modifyitems(config, items):
-    slow = [i for i in items if "slow" in i.keywords]
-    slow.sort(key=lambda i: i.path.name not in SLOW_FIRST)  # stable: file order kept within each group
-    items[:] = [i for i in items if "slow" not in i.keywords] + slow
-
-
-def pytest_runtest_setup(item):
-    spent = time.monotonic() - _SESSION_START
-    if "slow" in item.keywords and SUITE_BUDGET_S > 0 and spent > SUITE_BUDGET_S:
-        pytest.skip(f"slow, and the suite's {SUITE_BUDGET_S:.0f} s budget is spent ({spent:.0f} s): "
-                    "L2KD_SUITE_BUDGET_S=0 runs every slow test")
 
 
 @pytest.fixture(scope="session", autouse=True)
