@@ -54,10 +54,6 @@ class Cell:
     reference: bool = False  # an order-free reference row (multitask, single variants)
     overrides: dict[str, Any] = field(default_factory=dict)  # config sections its grid row sets
 
-    def trial_config(self) -> TrialConfig:
-        """The cell's validated config (the object the plan holds: nothing is validated again)."""
-        return self.config
-
     def meta(self, grid: str) -> dict[str, Any]:
         """cell.json: what the report needs to place this cell's results."""
         return {"cell_id": self.id, "grid": grid, "experiment": self.experiment,

@@ -92,7 +92,7 @@ def test_grid_projection_counts_every_cell_and_teacher_at_its_policys_rate(tmp_p
                         kd_cached_step_ratio=1.25, packing={}, packing_paper={"policy": "paper", "gain": 2.5})
     out = grid_projection(plan, r, ["training.epochs=3"])
     kd = (2.0 + 2 * 1.25) / 3  # the first epoch runs the teacher, the next two its cached states
-    want = sum(cell_tokens(c.trial_config()) * (kd if "word_kd" in c.id else 1.0) for c in plan.cells) / 100.0
+    want = sum(cell_tokens(c.config) * (kd if "word_kd" in c.id else 1.0) for c in plan.cells) / 100.0
     teachers = sum(cell_tokens(teacher_config(trial_config(job.config), job.task))
                    for job in plan.teachers.values()) / 100.0  # one per task, shared by both orders
     assert out["unknown"] == 0 and out["cells"] == 4 and out["teachers"] == 2

@@ -27,7 +27,7 @@ def test_claims_grid_has_the_papers_cells(grid, tmp_path):
     assert forward == ("e2enlg", "rnnlg.rest", "rnnlg.hotel", "rnnlg.tv", "rnnlg.laptop") == backward[::-1]
     assert {c.method for c in plan.cells} - set(METHODS) == {"multitask"}  # + the teachers' Single rows
     for cell in plan.cells:
-        cfg = cell.trial_config()
+        cfg = cell.config
         assert cfg.model.pretrained == f"./runs/bases/{GRIDS[grid]}"
     base = load_pretrain_config(REPO / "grids" / "bases" / f"{GRIDS[grid]}.yaml")
     assert base.disjoint_from == ["../shared/data/l2kd-nlg"]

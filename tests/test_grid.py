@@ -137,7 +137,7 @@ def test_a_cell_that_finished_on_disk_after_tune_saved_its_state_is_not_an_error
     marker = tmp_path / "fired"
     outcome = run_grid(plan, fault=FaultInjection(first.id, stage=1, step=1, marker=str(marker)))
     assert marker.exists() and not outcome.ok and first.id in outcome.errors
-    run_trial(first.trial_config(), plan.cell_dir(first))  # finishes on disk; Tune's state says errored
+    run_trial(first.config, plan.cell_dir(first))  # finishes on disk; Tune's state says errored
     # what the next run does with such a trial: restores the experiment, which reruns it
     events = []
     errors = run_cells(plan, [], {}, lambda n, **e: events.append((n, e)))

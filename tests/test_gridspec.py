@@ -85,7 +85,7 @@ def test_cells_teachers_and_their_users(storage):
 def test_per_method_overrides_and_paths_are_resolved(storage, tmp_path):
     spec = parse_grid(grid(methods=[{"name": "lamol", "label": "lamol_long", "training": {"epochs": 3}}],
                            data={"dir": "builtin", "distil_dir": "some/rel"}), "g.yaml", storage=storage)
-    cfg = build_plan(spec).cells[0].trial_config()
+    cfg = build_plan(spec).cells[0].config
     assert cfg.training.epochs == 3 and cfg.training.lr == 1e-3
     assert cfg.data.distil_dir.startswith("/")  # trials run in other working directories
 
@@ -98,7 +98,7 @@ def test_work_in_trained_tokens_counts_lm_rows_and_pseudo_samples(storage):
     # LAMOL trains QA rows + LM rows (one token longer) + pseudo samples: more than twice finetune
     assert ft > 0 and lamol > 2 * ft
     assert w["total"] == sum(w["cells"].values()) + sum(w["teachers"].values())
-    assert cell_tokens(plan.cells[0].trial_config()) == ft
+    assert cell_tokens(plan.cells[0].config) == ft
 
 
 def test_shipped_grids_validate(storage):
@@ -173,7 +173,7 @@ def test_work_ahead_leaves_out_finished_cells(storage):
     cell = plan.cells[0]
     plan.cell_dir(cell).mkdir(parents=True)
     (plan.cell_dir(cell) / "results.json").write_text(json.dumps(
-        {"config_hash": config_hash(cell.trial_config()), "R": [[1, 1], [1, 1]], "complete": True}))
+        {"config_hash": config_hash(cell.config), "R": [[1, 1], [1, 1]], "complete": True}))
     after = work(plan)
     assert after["ahead"] == before["total"] - before["cells"][cell.id]
 

@@ -45,7 +45,7 @@ def test_the_demo_grid_keeps_its_cell_hashes_and_teacher_folders(tmp_path):
     g = yaml.safe_load((REPO / "grids" / "demo.yaml").read_text())
     g["storage"] = str(tmp_path)
     plan = build_plan(parse_grid(g, "grids/demo.yaml"))
-    assert {c.id: config_hash(c.trial_config()) for c in plan.cells} == DEMO_CELLS
+    assert {c.id: config_hash(c.config) for c in plan.cells} == DEMO_CELLS
     assert sorted(plan.teachers) == DEMO_TEACHERS
 
 

@@ -28,7 +28,7 @@ def test_every_modern_cell_is_a_lora_trial_on_the_hub_model(tmp_path):
     assert {"finetune", "lamol", "word_kd", "o_lora", "o_lora_lamol", "multitask"} <= methods
     assert {c.experiment for c in plan.cells} == {"nlg", "tc"}
     for cell in plan.cells:
-        cfg = cell.trial_config()
+        cfg = cell.config
         assert cfg.model.pretrained == "HuggingFaceTB/SmolLM2-135M" and cfg.model.lora.r == 8
     assert len(plan.teachers) == 10
 
@@ -48,7 +48,7 @@ def test_the_modern_dry_run_needs_no_weights(tmp_path):
 
 def test_the_demo_grid_has_a_lora_row_on_a_tiny_llama(tmp_path):
     plan = build_plan(load_grid(REPO / "grids" / "demo.yaml", storage=str(tmp_path)))
-    rows = [c.trial_config() for c in plan.cells if c.method == "lamol_lora_llama"]
+    rows = [c.config for c in plan.cells if c.method == "lamol_lora_llama"]
     assert len(rows) == 2  # one per order
     for cfg in rows:
         assert cfg.model.config["model_type"] == "llama" and cfg.model.lora is not None

@@ -43,7 +43,7 @@ def test_every_cell_is_a_valid_trial_with_the_papers_settings(tmp_path):
     plan = build_plan(paper(tmp_path), strict_data=False)
     assert len(plan.cells) > 50
     for cell in plan.cells:
-        cfg = cell.trial_config()  # validated
+        cfg = cell.config  # validated
         assert cfg.training.epochs == (27 if cell.method.startswith("multi_long") else 9)
         assert cfg.training.batch_policy == "paper" and cfg.model.pretrained == "gpt2"
 

@@ -106,11 +106,11 @@ def test_a_damaged_results_file_is_not_read_as_a_finished_cell(tmp_path):
     g = grid(name="dmg", methods=["lamol"], orders="forward")
     plan = build_plan(parse_grid(g, "dmg.yaml", storage=str(tmp_path)))
     (cell,) = plan.cells
-    whole = run_trial(cell.trial_config(), plan.cell_dir(cell))
+    whole = run_trial(cell.config, plan.cell_dir(cell))
     f = plan.cell_dir(cell) / "results.json"
     f.write_text(f.read_text()[:200])  # half-copied
     assert plan.status(cell).state == "partial" and plan.pending() == [cell]
     seen = []
-    again = run_trial(cell.trial_config(), plan.cell_dir(cell), on_event=lambda n, **e: seen.append(n))
+    again = run_trial(cell.config, plan.cell_dir(cell), on_event=lambda n, **e: seen.append(n))
     assert "stage_start" not in seen and again.R == whole.R  # rewritten from the last checkpoint
     assert plan.status(cell).state == "done"

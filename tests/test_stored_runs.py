@@ -38,7 +38,7 @@ def test_a_stored_partial_cell_resumes_at_its_next_task(tmp_path):
     cell = next(c for c in plan.cells if c.method == "finetune")
     before = TrialResult.load(plan.cell_dir(cell) / "results.json")
     stages = []
-    result = run_trial(cell.trial_config(), plan.cell_dir(cell),
+    result = run_trial(cell.config, plan.cell_dir(cell),
                        on_event=lambda name, **e: stages.append(e["stage"]) if name == "step" else None)
     assert set(stages) == {1}  # only the second task trains
     assert result.complete and result.R[0] == before.R[0]

@@ -29,7 +29,7 @@ def grid_with_a_teacher(tmp_path_factory):
     plan = build_plan(parse_grid(yaml.safe_load(path.read_text()), str(path)))
     (cell,) = plan.cells
     store = TeacherStore(plan.run_dir / "teachers")
-    folder = store.ensure(cell.trial_config(), "synth.nlg", seq_kd_modes=("greedy",))
+    folder = store.ensure(cell.config, "synth.nlg", seq_kd_modes=("greedy",))
     return path, plan, cell, folder
 
 
@@ -72,7 +72,7 @@ def test_a_damaged_teacher_is_found_named_and_refused(teacher, damage):
     assert why is not None and why.startswith(str(bad)), why
     store = TeacherStore(folder.parent)
     with pytest.raises(ArtifactError, match="--damaged-teachers retrain") as err:
-        store.find(cell.trial_config(), "synth.nlg")
+        store.find(cell.config, "synth.nlg")
     assert str(bad) in str(err.value) and "\n" not in str(err.value)
     with pytest.raises(ArtifactError, match=str(bad)):
         pack_teacher(folder)  # what the grid puts in the object store
@@ -88,8 +88,8 @@ def test_retrain_trains_a_damaged_teacher_again_to_the_same_bytes(teacher):
     weights.write_bytes(weights.read_bytes()[:-10])
     assert plan.check_teachers("retrain") == {folder.name: teacher_damage(folder)}
     store = TeacherStore(folder.parent, on_damaged="retrain")
-    assert store.find(cell.trial_config(), "synth.nlg") is None  # to train, not used
-    again = store.ensure(cell.trial_config(), "synth.nlg", seq_kd_modes=("greedy",))
+    assert store.find(cell.config, "synth.nlg") is None  # to train, not used
+    again = store.ensure(cell.config, "synth.nlg", seq_kd_modes=("greedy",))
     assert again == folder and store.trained == 1 and teacher_damage(folder) is None
     after = read_manifest(folder)["files"]
     for f in ("checkpoints/stage-00/model.safetensors", "checkpoints/stage-00/tokenizer.json",
@@ -104,8 +104,8 @@ def test_a_manifest_written_before_hashes_were_recorded_is_accepted(teacher):
     (folder / MANIFEST).write_text(json.dumps(manifest))
     assert teacher_damage(folder) is None and plan.teacher_ready(plan.teachers[folder.name])
     store = TeacherStore(folder.parent)
-    assert store.find(cell.trial_config(), "synth.nlg") == folder
-    assert store.ensure(cell.trial_config(), "synth.nlg", seq_kd_modes=("greedy",)) == folder
+    assert store.find(cell.config, "synth.nlg") == folder
+    assert store.ensure(cell.config, "synth.nlg", seq_kd_modes=("greedy",)) == folder
     assert store.trained == 0 and pack_teacher(folder).complete
     # the Seq-KD data, used from now on, has its hash recorded
     assert set(read_manifest(folder)["files"]) == {"distil-greedy.json"}
