@@ -6,6 +6,7 @@ import weakref
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from l2kd import lora
 from l2kd.model import TargetLogits, build_model, load_weights, save_weights
@@ -191,6 +192,10 @@ def test_a_lora_word_kd_trial_gives_the_same_R_with_and_without_sharing(kind, me
     alone = _run_word_kd(cfg, store, tmp_path / "alone", False, monkeypatch)
     assert len(calls) == 2  # the switch off: nothing shared
     assert shared.complete and shared.R == alone.R and shared.metrics == alone.metrics
+    weights = [load_file(str(next((tmp_path / run / "checkpoints").glob("stage-*/model.safetensors"))))
+               for run in ("shared", "alone")]
+    assert weights[0].keys() == weights[1].keys()
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])  # the same adapters trained
 
 
 CUDA = pytest.param("cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(),
