@@ -13,6 +13,7 @@ import functools
 import json
 import logging
 import warnings
+from collections.abc import Iterable
 from pathlib import Path
 
 import torch
@@ -235,7 +236,7 @@ class TargetLogits(torch.nn.Module):
 
     @classmethod
     def frozen(cls, gpt2: GPT2LMHeadModel, amp_dtype: torch.dtype | None = None,
-               compile_blocks: bool = False, keep=()) -> "TargetLogits":
+               compile_blocks: bool = False, keep: Iterable[torch.Tensor] = ()) -> "TargetLogits":
         """A GPT-2 (on its device) that only runs forward from now on, a Word-KD teacher: eval mode,
         no gradients, and the weights of its matrix products kept as the forward uses them.
 
