@@ -12,6 +12,8 @@
   a base whose fingerprint differs (another revision of a pretrained model, another initialisation).
 - Several adapters (O-LoRA's one per task) are all active at once; only those named trainable
   receive gradients.
+- A LoRA Word-KD teacher over the student's base borrows the student's frozen base tensors
+  (`share_frozen_base`) instead of holding a second copy of them.
 """
 
 from __future__ import annotations
@@ -182,3 +184,35 @@ def rebuild(config: dict[str, Any], state: dict[str, torch.Tensor], source: str)
     activate(model, adapter_names(model))
     train_added_rows(model)
     return model
+
+
+# --------------------------------------------------------------------------- a teacher over the student's base
+def share_frozen_base(teacher: torch.nn.Module, student: torch.nn.Module) -> list[torch.nn.Parameter]:
+    """Make a LoRA teacher's frozen base parameters the LoRA student's own tensors (in place), where
+    both are LoRA models over the same base (the same fingerprint); returns the parameters shared
+    (the student's), which nothing may cast or move for the teacher alone. Other models: nothing.
+
+    Shared: every parameter of the teacher with the student's name, shape and dtype that is no
+    adapter's (lora_*), no embedding matrix, frozen in the student (requires_grad False, so no step
+    changes it) and equal to the student's, exactly: a base the student changed in place (an adapter
+    merged into it) keeps the teacher's own copy. The embeddings (the input one and an untied output
+    one) stay the teacher's own: each is one (vocabulary x width) matrix whose rows from lamol_start
+    on are the teacher's trained LAMOL rows, while the student's matrix holds other rows there (and
+    more of them); a view of the student's cannot hold them, and a lookup over two tensors would
+    replace the model's own embedding and head forward."""
+    if not (is_lora(teacher) and is_lora(student)) or record(teacher)["fingerprint"] != record(student)["fingerprint"]:
+        return []
+    own = {id(w) for w in (teacher.get_input_embeddings().weight, untied_output_weight(teacher)) if w is not None}
+    theirs = dict(student.named_parameters())
+    shared = []
+    with torch.no_grad():
+        for prefix, module in teacher.named_modules():
+            for name, p in list(module._parameters.items()):
+                full = f"{prefix}.{name}" if prefix else name
+                s = theirs.get(full)
+                if (p is None or s is None or id(p) in own or "lora_" in full or s.requires_grad
+                        or s.shape != p.shape or s.dtype != p.dtype or not torch.equal(p, s.to(p.device))):
+                    continue
+                setattr(module, name, s)
+                shared.append(s)
+    return shared

@@ -13,6 +13,7 @@ import functools
 import json
 import logging
 import warnings
+from collections.abc import Iterable
 from pathlib import Path
 
 import torch
@@ -235,7 +236,7 @@ class TargetLogits(torch.nn.Module):
 
     @classmethod
     def frozen(cls, gpt2: GPT2LMHeadModel, amp_dtype: torch.dtype | None = None,
-               compile_blocks: bool = False) -> "TargetLogits":
+               compile_blocks: bool = False, keep: Iterable[torch.Tensor] = ()) -> "TargetLogits":
         """A GPT-2 (on its device) that only runs forward from now on, a Word-KD teacher: eval mode,
         no gradients, and the weights of its matrix products kept as the forward uses them.
 
@@ -246,6 +247,8 @@ class TargetLogits(torch.nn.Module):
         them, and LayerNorms and embeddings, which autocast runs in fp32, stay fp32. The LM head
         (tied to the fp32 embeddings) is kept padded and cast once beside them. Other architectures
         are only put in eval mode without gradients (the stored casts are GPT-2's fast path).
+        `keep`: parameters another model holds (a LoRA student's frozen base, lora.share_frozen_base);
+        a module holding one is not cast (autocast casts its weights at every call, as the student's).
         """
         gpt2.eval().requires_grad_(False)
         head = cls(gpt2, compile_blocks)
@@ -253,8 +256,9 @@ class TargetLogits(torch.nn.Module):
             return head
         weight = gpt2.lm_head.weight.detach()
         if amp_dtype is not None:
+            kept = {id(p) for p in keep}
             for module in gpt2.transformer.h.modules():
-                if isinstance(module, Conv1D):
+                if isinstance(module, Conv1D) and not any(id(p) in kept for p in module.parameters()):
                     module.to(amp_dtype)
             weight = weight.to(amp_dtype)
         head.head_weight = padded_head_weight(weight)

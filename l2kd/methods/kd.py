@@ -153,8 +153,9 @@ class _WordKD:
     def begin_training(self, ctx: TrialContext, tasks: tuple[str, ...]) -> None:
         (task,) = tasks
         source = ctx.teachers[task]
+        # a LoRA teacher over the student's base borrows the student's frozen base (no second copy)
         teacher, t_tok = load_teacher(source, ctx.device, ctx.amp_dtype, ctx.cfg.training.compile,
-                                      ctx.cfg.model.gelu)
+                                      ctx.cfg.model.gelu, student=ctx.model)
         in_map, col_map = vocabulary_maps(ctx.tokenizer, t_tok, task, str(teacher_folder(source)))
         self.use_teacher(teacher, in_map.to(ctx.device), col_map.to(ctx.device))
         if ctx.cfg.training.epochs > 1:  # made once, it pays from the second epoch on
@@ -240,7 +241,7 @@ class SeqKD(_SeqKDData, Lamol):
         if ctx.cfg.data.distil_dir:
             return info
         source = ctx.teachers[task]
-        teacher, t_tok = load_teacher(source, ctx.device, ctx.amp_dtype)
+        teacher, t_tok = load_teacher(source, ctx.device, ctx.amp_dtype, student=ctx.model)
         in_map, col_map = vocabulary_maps(ctx.tokenizer, t_tok, task, str(teacher_folder(source)))
         current = [r for r in self.train_rows(ctx, tasks) if not r.is_pseudo]
         diag = stage_diagnostics(ctx, teacher, in_map.to(ctx.device), col_map.to(ctx.device), task,
