@@ -213,3 +213,17 @@ def test_a_gpt2_with_lora_adapters_takes_the_generic_path():
     lora = build_model(ModelConfig(config={"n_layer": 1, "n_embd": 32, "n_head": 2, "n_positions": 64},
                                    lora={"r": 4}), tok, 0)
     assert not gpt2_fast_path_applies(lora)
+
+
+def test_the_generic_path_passes_the_cache_as_transformers_asks():
+    """transformers warns (FutureWarning) at every step given GPT-2's old `past_key_values`
+    argument; the Hugging Face stepper passes `cache` where the forward takes it, so nothing is
+    printed even without the filter in l2kd/model.py."""
+    import warnings
+
+    model = tiny_model()
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")  # over every filter, l2kd's included
+        decode(model, [[1, 2], [3]], 6, eos=0, pad=59, max_total=48, settings=DecodeSettings(), device=CPU,
+               generic=True)
+    assert not [w for w in seen if issubclass(w.category, FutureWarning)], [str(w.message) for w in seen]
