@@ -54,6 +54,10 @@ def test_bench_runs_on_a_tiny_model_and_its_figures_hang_together():
     p = r.projection
     assert p["trained_tokens"] > 0 and p["pseudo_tokens"] > 0 and p["this_config_s"] > 0
     assert p["speedup"] == pytest.approx(p["reference_s"] / p["this_config_s"])
+    # the whole trial's projection includes all of its decoding, and says what share it is
+    assert p["decode_s"] == r.decoding["seconds"] > 0 and p["train_s"] > 0
+    assert p["this_config_s"] == pytest.approx(p["train_s"] + p["decode_s"])
+    assert p["decode_share"] == pytest.approx(p["decode_s"] / p["this_config_s"])
     for name in ("fast", "fast, paper"):  # bench.step's per-path figures
         f = r.train[name]
         assert f.step_ms == pytest.approx(1e3 / f.steps_per_s)
