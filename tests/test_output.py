@@ -148,6 +148,7 @@ def test_the_dry_run_projects_gpu_hours_and_wall_time_and_says_from_what(tmp_pat
     import json
 
     from l2kd.cost import project, read_throughput
+    from l2kd.errors import ConfigError
     from l2kd.gridspec import load_grid
     from l2kd.plan import build_plan, work
 
@@ -176,6 +177,10 @@ def test_the_dry_run_projects_gpu_hours_and_wall_time_and_says_from_what(tmp_pat
     assert "measured: " + str(bench) + " (NVIDIA H100, bf16), its whole-trial projection" in res.stdout
     bad = cli("grid", str(grid), "--dry-run", "--throughput", str(tmp_path / "none.json"))
     assert bad.returncode == 2 and not bad.stdout and "--throughput" in bad.stderr
+    decoding_only = tmp_path / "decoding.json"  # `cli.py bench --parts decoding --out`: no training rate
+    decoding_only.write_text(json.dumps({"device": "cpu", "train": {}, "projection": {}, "decoding": {"seconds": 1.0}}))
+    with __import__("pytest").raises(ConfigError, match="a bench of decoding alone"):
+        read_throughput(str(decoding_only))
 
 
 def test_off_a_terminal_the_grid_prints_one_line_per_event(tmp_path, capsys):
