@@ -84,16 +84,23 @@ def _check_pretrained_path(pretrained: str) -> None:
                           "python cli.py pretrain CONFIG --out FOLDER)")
 
 
+def check_pretrained(pretrained: str) -> None:
+    """A local `pretrained` folder exists, or a hub name is in the cache or answers one short request
+    (raises ConfigError): a trial that cannot load it says so at once, where transformers would
+    retry the hub for a minute before failing."""
+    _check_pretrained_path(pretrained)
+    if not Path(pretrained).expanduser().exists():  # a hub name: in the cache, or reachable
+        from .hub import check_hub_model
+
+        check_hub_model(pretrained)
+
+
 def check_model_source(cfg: ModelConfig) -> None:
     """What a trial reads before it builds its model, checked without building it: the tokenizer
-    loads, and a local `pretrained` folder exists (raises ConfigError)."""
+    loads, and `pretrained` can be loaded (raises ConfigError)."""
     Tokenizer.load(cfg.tokenizer, cfg.pretrained, cfg.builtin_vocab_size)
     if cfg.pretrained:
-        _check_pretrained_path(cfg.pretrained)
-        if not Path(cfg.pretrained).expanduser().exists():  # a hub name: in the cache, or reachable
-            from .hub import check_hub_model
-
-            check_hub_model(cfg.pretrained)
+        check_pretrained(cfg.pretrained)
 
 
 def untied_output_weight(model: torch.nn.Module) -> torch.Tensor | None:

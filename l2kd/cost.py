@@ -54,6 +54,9 @@ def read_throughput(text: str) -> Throughput:
     if isinstance(fast, dict) and fast.get("tokens_per_s"):
         rate = float(fast["tokens_per_s"])
         return Throughput(rate, f"measured: {where}, training only (decoding not counted): {rate:,.0f} tokens/s")
+    if isinstance(d, dict) and d.get("decoding") and not d.get("train"):
+        raise ConfigError(f"{path}: train.fast.tokens_per_s: not found: a bench of decoding alone (--parts "
+                          "decoding); --throughput needs one that timed training (without --parts)")
     raise ConfigError(f"{path}: projection.this_config_s or train.fast.tokens_per_s: not found; is it a "
                       "`cli.py bench --out` file?")
 

@@ -151,8 +151,10 @@ class Experiment(Strict):
     @classmethod
     def _known(cls, v: list[str]) -> list[str]:
         for t in v:
-            if t not in TASKS:
+            try:
                 TASKS.get(t)  # raises with a did-you-mean
+            except ConfigError as e:  # reported by pydantic with the key's location
+                raise ValueError(str(e)) from None
         if len(set(v)) != len(v):
             raise ValueError(f"a task appears twice: {v}")
         return v
@@ -282,14 +284,17 @@ def parse_grid(raw: dict[str, Any], source: str, *, storage: str | None = None,
         raise ConfigError(f"{source}: give either top-level tasks/orders or experiments, not both")
     name = raw.get("name") or Path(source).stem
     exps_raw = raw.get("experiments")
+    top_level = exps_raw is None  # errors then name the keys as written: tasks, orders
     if exps_raw is None:
         if "tasks" not in raw:
             raise ConfigError(f"{source}: tasks: required (or experiments)")
         exps_raw = [{"name": name, "tasks": raw["tasks"], "orders": raw.get("orders", "forward")}]
     if not isinstance(exps_raw, list) or not exps_raw:
         raise ConfigError(f"{source}: experiments: expected a non-empty list")
-    experiments = [validate(Experiment, e, f"{source}: experiments[{k}]") for k, e in enumerate(exps_raw)]
+    where = [source if top_level else f"{source}: experiments[{k}]" for k in range(len(exps_raw))]
+    experiments = [validate(Experiment, e, where[k]) for k, e in enumerate(exps_raw)]
     for k, exp in enumerate(experiments):
+        expand_orders(exp.orders, exp.tasks, f"{source}: orders" if top_level else f"{where[k]}.orders")
         if exp.data:
             validate(DataConfig, exp.data, f"{source}: experiments[{k}].data")
     base = {}

@@ -31,7 +31,7 @@ from .evaluate import evaluate_all
 from .identity import config_hash, settings_diff
 from .io import remove_leftovers, write_jsonl, write_text
 from .methods import Method, make_method
-from .backbone import n_positions, use_gelu
+from .backbone import check_pretrained, n_positions, use_gelu
 from .model import build_model, grow_embeddings
 from .rescore import predictions_dir
 from .results import TrialResult, library_versions
@@ -173,6 +173,8 @@ def set_up_trial(cfg: TrialConfig, workdir: str | Path | None = None, *, resume:
     if ckpt:
         tokenizer, model, result = ckpt.tokenizer(), ckpt.model(), ckpt.result
     else:
+        if cfg.model.pretrained:  # before the tokenizer, which would retry an unreachable hub too
+            check_pretrained(cfg.model.pretrained)
         tokenizer = Tokenizer.load(cfg.model.tokenizer, cfg.model.pretrained, cfg.model.builtin_vocab_size)
         model = build_model(cfg.model, tokenizer, cfg.seed)
         result = _new_result(cfg, method)

@@ -54,6 +54,10 @@ def test_bench_runs_on_a_tiny_model_and_its_figures_hang_together():
     p = r.projection
     assert p["trained_tokens"] > 0 and p["pseudo_tokens"] > 0 and p["this_config_s"] > 0
     assert p["speedup"] == pytest.approx(p["reference_s"] / p["this_config_s"])
+    # the whole trial's projection includes all of its decoding, and says what share it is
+    assert p["decode_s"] == r.decoding["seconds"] > 0 and p["train_s"] > 0
+    assert p["this_config_s"] == pytest.approx(p["train_s"] + p["decode_s"])
+    assert p["decode_share"] == pytest.approx(p["decode_s"] / p["this_config_s"])
     for name in ("fast", "fast, paper"):  # bench.step's per-path figures
         f = r.train[name]
         assert f.step_ms == pytest.approx(1e3 / f.steps_per_s)
@@ -195,3 +199,23 @@ def test_the_bench_times_the_configured_methods_step():
     finally:
         EWC.loss_terms = original
     assert seen and set(seen) == {EWC} and figures.tokens_per_s > 0
+
+
+def test_the_decoding_bandwidth_bound_by_hand(monkeypatch):
+    """The least time a decoding pass could take on a GPU: every forward call reads the weights once
+    (in the autocast dtype) and every live row its filled KV cache, over the GPU's bandwidth."""
+    from l2kd.bench import flops
+    from l2kd.bench.decoding import _bandwidth_bound_s
+    from l2kd.decode import DecodeStats
+
+    model = GPT2LMHeadModel(GPT2Config(n_layer=2, n_embd=64, n_head=4, vocab_size=100, n_positions=32))
+    stats = DecodeStats(forward_calls=10, cache_positions_read=1000)
+    params = sum(p.numel() for p in model.parameters())  # the tied head counted once
+    cuda = torch.device("cuda")  # only named: nothing runs on it
+    monkeypatch.setattr(flops, "device_name", lambda device: "NVIDIA H200")
+    # bf16: 2 bytes a weight; a cache position holds K and V of both layers, 64 wide
+    by_hand = (10 * params * 2 + 1000 * (2 * 2 * 64 * 2)) / 4.8e12
+    assert _bandwidth_bound_s(model, stats, torch.bfloat16, cuda) == pytest.approx(by_hand)
+    assert _bandwidth_bound_s(model, stats, None, torch.device("cpu")) is None
+    monkeypatch.setattr(flops, "device_name", lambda device: "NVIDIA GeForce RTX 4090")  # bandwidth unknown
+    assert _bandwidth_bound_s(model, stats, torch.bfloat16, cuda) is None

@@ -176,6 +176,9 @@ training: {epochs: 1, lr: 1.0e-3}
     res = cli("train", str(cfg), "--out", str(tmp_path / "out"), "--quiet")
     assert res.returncode == 0, res.stderr
     assert "synth.sentiment" in res.stdout and (tmp_path / "out" / "results.json").exists()
+    # third-party noise filtered at its source: DeepSpeed's op-build line goes to trial.log only
+    assert "built successfully" not in res.stdout + res.stderr and "Warning" not in res.stdout + res.stderr
+    assert "built successfully" in (tmp_path / "out" / "trial.log").read_text()
 
 
 def test_data_convert_prints_counts_and_refuses_to_overwrite(tmp_path):

@@ -213,3 +213,52 @@ def test_a_gpt2_with_lora_adapters_takes_the_generic_path():
     lora = build_model(ModelConfig(config={"n_layer": 1, "n_embd": 32, "n_head": 2, "n_positions": 64},
                                    lora={"r": 4}), tok, 0)
     assert not gpt2_fast_path_applies(lora)
+
+
+def test_the_generic_path_passes_the_cache_as_transformers_asks():
+    """transformers warns (FutureWarning) at every step given GPT-2's old `past_key_values`
+    argument; the Hugging Face stepper passes `cache` where the forward takes it, so nothing is
+    printed even without the filter in l2kd/model.py."""
+    import warnings
+
+    model = tiny_model()
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")  # over every filter, l2kd's included
+        decode(model, [[1, 2], [3]], 6, eos=0, pad=59, max_total=48, settings=DecodeSettings(), device=CPU,
+               generic=True)
+    assert not [w for w in seen if issubclass(w.category, FutureWarning)], [str(w.message) for w in seen]
+
+
+def test_the_graph_paths_buckets_and_buffer_pool_decode_as_without_graphs(monkeypatch):
+    """What decoding with CUDA graphs does around the graphs, on a CPU: rows padded up to a graph's
+    row bucket (dead from the start), cache buffers pooled by shape so each shape keeps fixed
+    addresses, lazy compaction into smaller buckets. Each replay here runs the captured step
+    eagerly (tests/test_gpu.py replays real graphs); the answers equal decoding without graphs."""
+    import l2kd.decode.loop as loop
+    from l2kd.decode.graphs import ROW_BUCKETS
+
+    class EagerReplays:
+        def __init__(self):
+            self.replays, self.shapes = 0, set()
+
+        def run(self, stepper, tokens, pos):
+            assert stepper.buf is stepper.pool.get(stepper.rows, stepper.width)  # one buffer per shape
+            self.replays += 1
+            self.shapes.add((stepper.rows, stepper.width))
+            return stepper._step(tokens, pos)
+
+    made = []
+    monkeypatch.setattr(loop, "GraphedSteps", lambda: made.append(EagerReplays()) or made[-1])
+    model = eos_prone_model()
+    prompts = _mixed_prompts(37, seed=4)  # 37 rows: a batch is padded to a bucket of 48
+    for mode in ("greedy", "top_k"):
+        s = DecodeSettings(mode, top_k=5, check_every=2, compaction="lazy")
+        stats = DecodeStats()
+        graphed = decode(model, prompts, 20, eos=0, pad=59, max_total=48, settings=s, device=CPU, seed=4,
+                         stats=stats, graphs=True)
+        plain = decode(model, prompts, 20, eos=0, pad=59, max_total=48, settings=s, device=CPU, seed=4,
+                       graphs=False)
+        assert graphed == plain, mode
+        assert stats.graph_replays == made[-1].replays > 0 and stats.compactions > 0
+        rows = {r for r, _ in made[-1].shapes}
+        assert rows <= set(ROW_BUCKETS) and max(rows) == 48 and len(rows) > 1, rows

@@ -32,13 +32,13 @@ def storage(tmp_path):
 
 @pytest.mark.parametrize("over, fragment", [
     ({"methodz": ["lamol"]}, "methodz: unknown key; did you mean 'methods'"),
-    ({"tasks": ["synth.nlgg"]}, "did you mean 'synth.nlg'"),
+    ({"tasks": ["synth.nlgg"]}, "grids/x.yaml: tasks: unknown task 'synth.nlgg'; did you mean 'synth.nlg'"),
     ({"methods": ["lamoll"]}, "methods[0]: method: unknown method 'lamoll'; did you mean 'lamol'"),
     ({"methods": [{"name": "word_kd", "temprature": 2}]}, "methods[0]: method (word_kd): temprature: unknown key"),
     ({"training": {"epoch": 2}}, "training: epoch: unknown key; did you mean 'epochs'"),
     ({"methods": [{"name": "lamol", "training": {"lr": -1}}]}, "methods[0].training: lr"),
     ({"orders": "backwards"}, "orders: expected forward, forward_reverse, all_permutations"),
-    ({"orders": [["synth.nlg"]]}, "is not an order of the tasks"),
+    ({"orders": [["synth.nlg"]]}, "grids/x.yaml: orders[0]: ['synth.nlg'] is not an order of the tasks"),
     ({"orders": {"random": 7}}, "expected a count from 1 to 2"),
     ({"methods": ["lamol", "lamol"]}, "appear twice; give each entry its own 'label'"),
     ({"methods": ["multitask"]}, "list it under references"),
@@ -49,6 +49,17 @@ def test_bad_grids_name_the_file_and_key(over, fragment, storage):
     with pytest.raises(ConfigError) as err:
         parse_grid(grid(**over), "grids/x.yaml", storage=storage)
     assert str(err.value).startswith("grids/x.yaml") and fragment in str(err.value), str(err.value)
+
+
+def test_errors_in_an_experiments_list_name_the_entry_and_its_key(storage):
+    for exp, fragment in [({"name": "e", "tasks": ["synth.nlgg"]}, "x.yaml: experiments[1]: tasks: unknown task"),
+                          ({"name": "e", "tasks": TASKS[:2], "orders": [["synth.nlg", "synth.sentimen"]]},
+                           "x.yaml: experiments[1].orders[0]: 'synth.sentimen' is not one of the tasks")]:
+        g = grid(experiments=[{"name": "ok", "tasks": TASKS[:2]}, exp])
+        del g["tasks"], g["orders"]
+        with pytest.raises(ConfigError) as err:
+            parse_grid(g, "x.yaml", storage=storage)
+        assert str(err.value).startswith(fragment), str(err.value)
 
 
 def test_orders_and_their_stable_ids():

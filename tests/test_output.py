@@ -115,10 +115,40 @@ def test_a_hub_model_that_cannot_be_loaded_is_named_before_a_run(tmp_path, monke
     assert res.stderr.startswith("error: a run would stop: cannot read the model inputs")
 
 
+def test_a_trial_whose_hub_model_cannot_be_reached_stops_at_once(tmp_path, monkeypatch):
+    """`train` asks the hub once with a short timeout before loading: transformers would retry an
+    unreachable hub for about a minute before the same error."""
+    import huggingface_hub
+    import pytest
+    import transformers
+
+    from l2kd.errors import ConfigError
+    from l2kd.trial import set_up_trial
+
+    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        monkeypatch.delenv(var, raising=False)
+    asked = []
+
+    def unreachable(self, name, timeout=None, **kwargs):
+        asked.append((name, timeout))
+        raise ConnectionError("[Errno -2] Name or service not known")
+
+    def never(*args, **kwargs):
+        raise AssertionError("loaded from the hub: it would be retried")
+
+    monkeypatch.setattr(huggingface_hub.HfApi, "model_info", unreachable)
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", never)
+    cfg = trial_config(tiny_trial(**{"model.pretrained": "l2kd-tests/no-such-model"}))
+    with pytest.raises(ConfigError, match="model.pretrained: 'l2kd-tests/no-such-model' .*hub cannot be asked"):
+        set_up_trial(cfg, tmp_path / "trial")
+    assert asked == [("l2kd-tests/no-such-model", 5.0)] and not (tmp_path / "trial").exists()
+
+
 def test_the_dry_run_projects_gpu_hours_and_wall_time_and_says_from_what(tmp_path):
     import json
 
     from l2kd.cost import project, read_throughput
+    from l2kd.errors import ConfigError
     from l2kd.gridspec import load_grid
     from l2kd.plan import build_plan, work
 
@@ -147,6 +177,10 @@ def test_the_dry_run_projects_gpu_hours_and_wall_time_and_says_from_what(tmp_pat
     assert "measured: " + str(bench) + " (NVIDIA H100, bf16), its whole-trial projection" in res.stdout
     bad = cli("grid", str(grid), "--dry-run", "--throughput", str(tmp_path / "none.json"))
     assert bad.returncode == 2 and not bad.stdout and "--throughput" in bad.stderr
+    decoding_only = tmp_path / "decoding.json"  # `cli.py bench --parts decoding --out`: no training rate
+    decoding_only.write_text(json.dumps({"device": "cpu", "train": {}, "projection": {}, "decoding": {"seconds": 1.0}}))
+    with __import__("pytest").raises(ConfigError, match="a bench of decoding alone"):
+        read_throughput(str(decoding_only))
 
 
 def test_off_a_terminal_the_grid_prints_one_line_per_event(tmp_path, capsys):

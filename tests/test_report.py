@@ -360,3 +360,12 @@ def test_compute_is_shown_per_method_as_the_mean_over_orders_and_old_results_sta
     assert df.loc["finetune", "Avg score"] == pytest.approx(((10 + 15 + 90) / 3 + (50 + 10 + 10) / 3) / 2)
     report = build_report(run_dir)
     assert "Compute per method" in (report.out_dir / "report.md").read_text()
+
+
+def test_the_report_points_at_the_trials_tensorboard_folders(run_dir):
+    assert "TensorBoard" not in (build_report(run_dir).out_dir / "report.md").read_text()  # none written
+    for rel in ("o1-lamol-s1", "o2-lamol-s1"):
+        (run_dir / "cells" / rel / "tensorboard").mkdir()
+    text = (build_report(run_dir).out_dir / "report.md").read_text()
+    assert f"TensorBoard: 2 trial(s) wrote event files (each trial's `tensorboard/` folder): " \
+           f"`tensorboard --logdir {run_dir}`" in text

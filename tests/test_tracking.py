@@ -1,5 +1,6 @@
 """Trackers: TensorBoard event files per trial (read back), MLflow through Ray Tune's callback into a
-file store (read back; no server, no network)."""
+file store (read back; no server, no network), W&B's callback given the grid's arguments, a tracker
+whose package is missing refused when the grid is read."""
 
 import pytest
 
@@ -75,3 +76,42 @@ def test_a_grid_logs_to_an_mlflow_file_store_through_tunes_callback(tmp_path):
     R = TrialResult.load(plan.cell_dir(cell)).R
     assert [m.value for m in sorted(history, key=lambda m: m.step)] == pytest.approx([sum(r) / 2 for r in R])
     assert (plan.cell_dir(cell) / "tensorboard").is_dir()  # TensorBoard by default, in the cell's folder
+
+
+def test_a_tracker_whose_package_is_missing_is_refused_when_the_grid_is_read(monkeypatch):
+    import importlib.util
+
+    from l2kd.errors import ConfigError
+    from l2kd.gridspec import parse_grid
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "wandb" else real(name, *a))
+    raw = {"name": "t", "tasks": ["synth.nlg"], "methods": ["finetune"], "tracking": {"wandb": {"mode": "offline"}}}
+    with pytest.raises(ConfigError, match=r"^g\.yaml: tracking: .*needs the wandb package.*pip install wandb"):
+        parse_grid(raw, "g.yaml")
+
+
+def test_wandb_gets_tunes_callback_with_the_grids_name_and_its_offline_mode(monkeypatch, tmp_path):
+    """wandb is not installed here: its callback is replaced by one that records its arguments."""
+    import importlib.util
+
+    pytest.importorskip("ray")
+    import ray.air.integrations.wandb as ray_wandb
+
+    from l2kd.grid import tracker_callbacks
+    from l2kd.gridspec import parse_grid
+    from l2kd.plan import build_plan
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: object() if name == "wandb" else real(name, *a))
+
+    class Recorded:
+        def __init__(self, **kwargs):
+            self.kwargs = kwargs
+
+    monkeypatch.setattr(ray_wandb, "WandbLoggerCallback", Recorded)
+    raw = {"name": "tracked", "tasks": ["synth.nlg"], "methods": ["finetune"],
+           "tracking": {"wandb": {"mode": "offline", "group": "g1"}}}
+    (callback,) = tracker_callbacks(build_plan(parse_grid(raw, "g.yaml", storage=str(tmp_path))))
+    assert callback.kwargs == {"project": "tracked", "mode": "offline", "group": "g1"}
