@@ -30,7 +30,7 @@ from l2kd.errors import UserError  # noqa: E402
 
 from l2kd.cli import signals  # noqa: E402
 from l2kd.cli.bench import bench_parts, cmd_bench  # noqa: E402
-from l2kd.cli.common import console  # noqa: E402
+from l2kd.cli.common import console, fit_to_streams  # noqa: E402
 from l2kd.cli.grid import cmd_grid  # noqa: E402
 from l2kd.cli.inputs import cmd_data_convert, cmd_ls, cmd_validate, config_reference  # noqa: E402
 from l2kd.cli.pretrain import cmd_pretrain  # noqa: E402
@@ -207,6 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    fit_to_streams()
     logging.basicConfig(format="%(levelname)s %(name)s: %(message)s")
     for handler in logging.getLogger().handlers:  # trial.log files get INFO; the console less
         handler.setLevel(logging.INFO if args.verbose else logging.WARNING)

@@ -65,3 +65,19 @@ def crash_in_stage(cfg, workdir, stage: int = 1) -> None:
 
     with pytest.raises(InjectedCrash):
         run_trial(cfg, workdir, on_event=fail)
+
+
+
+def pytest_collection_modifyitems(config, items):
+    """`make test` runs two test processes (`pytest -n 2 --dist loadgroup`), each given whole groups:
+    every test marked `ray` (it starts a Ray cluster or a grid driver with its own local Ray) in one
+    group, so two Ray instances never share the machine and no fault test's timing is halved, and
+    every other module as a group of its own, so a module's fixtures are built once. The Ray group is
+    the longest (the fault proofs), so it is put first. Without xdist the group marks do nothing."""
+    ray_tests = [item for item in items if item.get_closest_marker("ray") is not None]
+    others = [item for item in items if item.get_closest_marker("ray") is None]
+    for item in ray_tests:
+        item.add_marker(pytest.mark.xdist_group("ray"))
+    for item in others:
+        item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
+    items[:] = ray_tests + others

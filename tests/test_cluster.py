@@ -20,6 +20,7 @@ from l2kd.results import TrialResult
 from test_gridspec import grid
 
 ray = pytest.importorskip("ray")
+pytestmark = pytest.mark.ray  # one at a time, in one test process (tests/conftest.py)
 from ray.cluster_utils import Cluster  # noqa: E402
 
 from l2kd.grid import run_grid  # noqa: E402

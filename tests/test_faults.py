@@ -21,6 +21,7 @@ from conftest import REPO
 from test_gridspec import grid
 
 pytest.importorskip("ray")
+pytestmark = pytest.mark.ray  # one at a time, in one test process (tests/conftest.py)
 
 
 def session(sid: int) -> list[int]:

@@ -19,6 +19,7 @@ from conftest import REPO
 from test_gridspec import grid
 
 ray = pytest.importorskip("ray")
+pytestmark = pytest.mark.ray  # one at a time, in one test process (tests/conftest.py)
 from l2kd.grid import FaultInjection, run_cells, run_grid  # noqa: E402
 
 

@@ -44,6 +44,7 @@ def test_tensorboard_can_be_turned_off(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.ray
 def test_a_grid_logs_to_an_mlflow_file_store_through_tunes_callback(tmp_path):
     pytest.importorskip("mlflow")
     ray = pytest.importorskip("ray")

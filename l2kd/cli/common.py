@@ -8,16 +8,24 @@ import sys
 from rich.console import Console
 
 
-def _console(stderr: bool = False) -> Console:
-    """A console for people. Off a terminal (a pipe, a log file, CI, `ray exec`) rich would cut tables
-    to 80 columns with "…": there they are printed whole, unless COLUMNS names a width."""
-    stream = sys.stderr if stderr else sys.stdout
-    whole = not stream.isatty() and not os.environ.get("COLUMNS")
-    return Console(stderr=stderr, width=100_000 if whole else None)
+def _width(stream) -> int | None:
+    """Off a terminal (a pipe, a log file, CI, `ray exec`) rich would cut tables to 80 columns with
+    "…": there they are printed whole, unless COLUMNS names a width; a terminal's own width otherwise."""
+    columns = os.environ.get("COLUMNS", "")
+    if columns.isdigit():
+        return int(columns)
+    return None if stream.isatty() else 100_000
 
 
-console = _console(stderr=True)
-out = _console()
+console = Console(stderr=True, width=_width(sys.stderr))
+out = Console(width=_width(sys.stdout))
+
+
+def fit_to_streams() -> None:
+    """Each command sizes the consoles from the streams and COLUMNS it runs with, not those of the
+    moment the module was first imported (a test process, or a caller that sets COLUMNS later)."""
+    console.width = _width(sys.stderr)
+    out.width = _width(sys.stdout)
 
 
 def rate(x: float | None, unit: str = "") -> str:
