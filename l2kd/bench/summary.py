@@ -20,6 +20,14 @@ def summarize(path: Path) -> str:
         paper = r["train"].get("fast, paper")
         if paper:
             parts.append(f"paper batches {1e3 / paper['steps_per_s']:.1f} ms/step")
+        graph = r["train"].get("fast, paper, graph")
+        if graph:
+            parts.append(f"paper step graph {1e3 / graph['steps_per_s']:.2f} ms/step ({graph['buckets']} buckets, "
+                         f"{graph.get('syncs_per_step')} host waits/step)")
+    packed = r.get("packing_paper")
+    if packed:
+        parts.append(f"{packed['trials']} paper trials packed {packed['aggregate_tokens_per_s']:,.0f} tok/s "
+                     f"({packed['gain']:.2f}x one)")
     d = r.get("decoding")
     if d:
         before = d["forward_calls_before"] / max(1, d["forward_calls"])

@@ -30,6 +30,8 @@ def _bench_config(path: str, overrides: list[str]):
 
 
 def _print_training(r, cfg) -> None:
+    from l2kd.bench.step import GRAPH_PATH
+
     f, fp, ref = r.train["fast"], r.train["fast, paper"], r.train["reference"]
     t = Table(title="training (same rows; fast: token-budget batches; reference-style: the paper's "
                     "batches, fp32, two full-vocabulary passes)")
@@ -57,6 +59,12 @@ def _print_training(r, cfg) -> None:
     if f.peak_mib is not None:
         t.add_row("peak MiB / step", held(f.peak_mib), held(fp.peak_mib), "", "")
     out.print(t)
+    g = r.train.get(GRAPH_PATH)
+    if g is not None:  # training.step_graph: the paper policy's floor with the step as one graph per bucket
+        waits = "" if g.syncs_per_step is None else f", {g.syncs_per_step:.0f} host waits / step"
+        out.print(f"paper batches, step graph ({g.buckets} buckets, captured in {g.warmup_s:.1f} s untimed): "
+                  f"{g.step_ms:.2f} ms / step against {fp.step_ms:.2f} eager ({fp.step_ms / g.step_ms:.2f}x), "
+                  f"{rate(g.tokens_per_s)} tokens/s, padding {100 * g.padding_fraction:.1f}%{waits}", highlight=False)
     fa = r.faithfulness
     out.print(f"faithfulness: fast vs reference-style loss on {fa['batches']} identical batches (fp32): "
               f"max |difference| {fa['max_abs_diff']:.2e} (loss about {fa['mean_loss']:.3f})", highlight=False)
@@ -130,6 +138,7 @@ def bench_parts(value: str) -> str:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     from l2kd.bench import BenchOptions, packed_throughput, run_bench
+    from l2kd.bench.step import paper_path
     from l2kd.io import write_json
 
     cfg, plan = _bench_config(args.config, args.set)
@@ -142,7 +151,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
             status.update(f"benchmarking: {args.packing} trials packed on one device")
             r.packing = packed_throughput(cfg, opts, r.train["fast"].tokens_per_s)
             status.update(f"benchmarking: {args.packing} trials packed on one device, paper batches")
-            r.packing_paper = packed_throughput(cfg, opts, r.train["fast, paper"].tokens_per_s, policy="paper")
+            r.packing_paper = packed_throughput(cfg, opts, paper_path(r.train).tokens_per_s, policy="paper")
         if plan is not None and r.train:
             from l2kd.bench.step import grid_projection
 
