@@ -144,10 +144,18 @@ class StepGraph:
         terms = self.method.static_loss_terms(self.ctx, b, logits)
         del logits
         sum(terms.values()).backward()
+        if not (self.capture and torch.cuda.is_current_stream_capturing()):
+            self._check_gradient_buffers()
+        torch.nn.utils.clip_grad_norm_(self.params, self.max_grad_norm, foreach=True)
         if optimise:
-            torch.nn.utils.clip_grad_norm_(self.params, self.max_grad_norm, foreach=True)
             self.optimizer.step()
         return {k: v.detach() for k, v in terms.items()}
+
+    def _check_gradient_buffers(self) -> None:
+        """Backward must have accumulated into the fixed buffers (zeroed at each step's start), not
+        put new tensors in their place: every graph reads those buffers. A host-side check."""
+        if any(p.grad is not g for p, g in zip(self.params, self.grads)):
+            raise RuntimeError("step graph: backward replaced a parameter's gradient buffer")
 
     def logits(self, input_ids, positions, *task_ids) -> torch.Tensor:
         """training.forward's view of an engine: the module under autocast, as DeepSpeed's forward
@@ -159,7 +167,7 @@ class StepGraph:
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):
-            self._step(static, optimise=False)  # warm-up: no optimiser step, its gradients zeroed next
+            self._step(static, optimise=False)  # warm-up: no optimiser step; its gradients are zeroed next
         torch.cuda.current_stream().wait_stream(side)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph, pool=self.pool):

@@ -88,6 +88,48 @@ def test_a_bucketed_batch_gives_the_same_losses_and_gradients(method, pseudo):
         torch.testing.assert_close(got_grads[n], want_grads[n], rtol=RTOL, atol=1e-7, msg=n)
 
 
+@pytest.mark.parametrize("chunk_elements", [1 << 26, 40])  # one chunk; chunks of 3 rows
+@pytest.mark.parametrize("kd_rows", ["all", "mixed", "none"])
+@pytest.mark.parametrize("mapped", [True, False])
+def test_the_masked_one_pass_equals_the_indexed_one(monkeypatch, chunk_elements, kd_rows, mapped):
+    """kd_and_nll_masked (a teacher row for every position, the KD positions a mask) against
+    kd_and_nll_each (teacher rows at the KD positions only), value, weight and gradient; IGNORE
+    targets (a bucket's padding) carry nothing even where the mask says KD."""
+    from l2kd import losses
+    from l2kd.data.encoding import IGNORE
+
+    monkeypatch.setattr(losses, "CHUNK_ELEMENTS", chunk_elements)
+    g = torch.Generator().manual_seed(0)
+    n, vs = 12, 13
+    s = torch.randn(n, vs, generator=g) * 3
+    targets = torch.randint(0, vs, (n,), generator=g)
+    weight = torch.rand(vs, generator=g) + 0.5
+    col = torch.tensor([0, 1, 2, 3, 4, 5, 6, 7, 8, 12, 10]) if mapped else None
+    t = torch.randn(n, len(col) if mapped else vs, generator=g) * 3
+    kd = {"all": np.arange(n), "mixed": np.array([0, 1, 4, 5, 6, 10]), "none": np.array([], dtype=np.int64)}[kd_rows]
+    mask = torch.zeros(n, dtype=torch.bool)
+    mask[torch.from_numpy(kd)] = True
+    padded_targets = torch.cat([targets, torch.full((3,), IGNORE)])  # three padded positions, mask on
+    up = torch.randn(n, generator=g)
+
+    a = torch.cat([s, torch.randn(3, vs, generator=g)]).requires_grad_()
+    got, got_w = losses.kd_and_nll_masked(a, padded_targets, weight, torch.cat([t, t[:3]]), 2.0, col,
+                                          torch.cat([mask, torch.ones(3, dtype=torch.bool)]))
+    (got * torch.cat([up, torch.ones(3)])).sum().backward()  # padded positions get an upstream gradient too
+    b = s.clone().requires_grad_()
+    if kd_rows == "none":
+        want, want_w = losses.weighted_nll(b, targets, weight)
+    else:
+        index = None if kd_rows == "all" else torch.from_numpy(kd)
+        want, want_w = losses.kd_and_nll_each(b, targets, weight, t[torch.from_numpy(kd)], 2.0, col, index,
+                                              None if index is None else kd)
+    (want * up).sum().backward()
+    torch.testing.assert_close(got[:n], want, rtol=RTOL, atol=1e-6)
+    torch.testing.assert_close(got_w[:n], want_w, rtol=RTOL, atol=1e-6)
+    torch.testing.assert_close(a.grad[:n], b.grad, rtol=RTOL, atol=1e-6)
+    assert not got[n:].any() and not got_w[n:].any() and not a.grad[n:].any()
+
+
 def _steps(s: BenchSetup, method: str, graph: bool, plans, lrs):
     model = s.fresh_model()  # the same initial weights for both runs (the trial's seed)
     m = _method(s, model, method == "word_kd")
@@ -131,13 +173,20 @@ def test_the_bucketed_tensor_lr_step_optimises_as_todays_step(method):
     ({"training.zero_stage": 1}, "zero_stage 0"),
     ({"training.precision": "fp16"}, "fp16"),
     ({"training.compile": True}, "training.compile"),
-    ({"method": "gem"}, "cannot be one graph"),
+    ({"method": "gem"}, "training.step_graph: the step of method gem cannot be one graph"),
+    ({"method": {"name": "multitask", "sampler": "uncertainty"}}, "method (multitask): sampler uncertainty"),
 ])
 def test_where_the_step_graph_cannot_apply_is_one_line(over, says):
     with pytest.raises(ConfigError) as e:
         trial_config(tiny_trial(**{"training.step_graph": True, **over}), "t.yaml")
     line = str(e.value)
-    assert line.startswith("t.yaml: training.step_graph: ") and says in line and "\n" not in line
+    assert line.startswith("t.yaml: ") and says in line and "\n" not in line
+    trial_config(tiny_trial(**over), "t.yaml")  # without the step graph the same settings are fine
+
+
+def test_the_capturable_methods_and_the_default_sampler_are_accepted():
+    for method in ("finetune", "ewc", "mas", "lamol", "word_kd", "seq_kd", "seq_kd_soft", "multitask"):
+        assert trial_config(tiny_trial(**{"training.step_graph": True, "method": method})).training.step_graph
 
 
 def test_a_trial_with_the_step_graph_trains_on_the_cpu(tmp_path):
