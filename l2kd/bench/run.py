@@ -95,10 +95,12 @@ class BenchResult:
 # --------------------------------------------------------------------------- training paths
 def fast_path(s: BenchSetup, plan: list[np.ndarray], precision: str, opts: BenchOptions,
               teacher=None, profile: bool = False,
-              before_timing: Callable[[], None] | None = None, graph: bool = False) -> tuple[PathFigures, str]:
+              before_timing: Callable[[], None] | None = None, graph: bool = False,
+              warm_timed: bool | None = None) -> tuple[PathFigures, str]:
     """Steps of the trial's own training path (training.make_step's: the DeepSpeed engine, fused
     forward, target logits, the configured method's loss and after_backward; with `graph` the paper
-    policy's step graph, its buckets captured in the untimed warm-up); with a `teacher` (a frozen
+    policy's step graph, every timed batch run once untimed first, which captures its bucket; so with
+    `warm_timed`, for an eager path timed beside it); with a `teacher` (a frozen
     TargetLogits, or a TeacherCache of one) the Word-KD step's (the first task's rows: the KL in
     place of the cross-entropy)."""
     model = s.fresh_model()
@@ -118,7 +120,7 @@ def fast_path(s: BenchSetup, plan: list[np.ndarray], precision: str, opts: Bench
 
     timed = batches[opts.warmup:]
     # a graph's first batch of each bucket captures it: every timed bucket is captured untimed first
-    warm = batches[: opts.warmup] + (timed if graph else [])
+    warm = batches[: opts.warmup] + (timed if (graph if warm_timed is None else warm_timed) else [])
     _, warmup_s = _timed(s.device, lambda: [step(b) for b in warm])
     syncs = count_syncs(s.device, lambda: step(timed[0]))
     (_, saved), peak = peak_bytes(s.device, lambda: saved_for_backward(lambda: step(timed[0])))
@@ -247,7 +249,9 @@ def run_bench(cfg: TrialConfig, opts: BenchOptions = BenchOptions(),
         r.train["fast"], prof = fast_path(s, s.plan("tokens", n), s.precision, opts, profile=opts.profile)
         r.profile = prof
         emit("bench", part="training: fast path, paper batches")
-        r.train["fast, paper"], _ = fast_path(s, s.plan("paper", n), s.precision, opts)
+        # beside the step graph, the eager paper step is timed as the graph is: on batches seen once
+        r.train["fast, paper"], _ = fast_path(s, s.plan("paper", n), s.precision, opts,
+                                              warm_timed=cfg.training.step_graph)
         if cfg.training.step_graph:
             emit("bench", part="training: paper batches, step graph")
             r.train[GRAPH_PATH], _ = fast_path(s, s.plan("paper", n), s.precision, opts, graph=True)
