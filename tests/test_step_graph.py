@@ -40,7 +40,7 @@ def _method(s: BenchSetup, model, word_kd: bool):
         g = torch.Generator().manual_seed(11)
         with torch.no_grad():
             for p in t.parameters():
-                p.add_(torch.randn(p.shape, generator=g) * 0.5)
+                p.add_(torch.randn(p.shape, generator=g).to(p.device) * 0.5)
         teacher = TargetLogits.frozen(t)
     return s.prepared(model, teacher)
 
@@ -189,12 +189,15 @@ def test_the_capturable_methods_and_the_default_sampler_are_accepted():
         assert trial_config(tiny_trial(**{"training.step_graph": True, "method": method})).training.step_graph
 
 
-def test_a_trial_with_the_step_graph_trains_on_the_cpu(tmp_path):
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_a_trial_with_the_step_graph_trains_on_the_cpu(tmp_path, precision):
     from l2kd.trial import run_trial
 
-    cfg = trial_config(tiny_trial(**{"training.step_graph": True, "tasks": ["synth.nlg"]}))
+    cfg = trial_config(tiny_trial(**{"training.step_graph": True, "training.precision": precision,
+                                     "tasks": ["synth.nlg"]}))
     result = run_trial(cfg, tmp_path / "run")
     assert result.R[0][0] is not None
+    assert result.config["training"]["step_graph"] is True
 
 
 # --------------------------------------------------------------------------- on a GPU
@@ -227,3 +230,12 @@ def test_a_graph_step_makes_no_host_wait():
     figures, _ = fast_path(s, s.plan("paper", 6), s.precision, BenchOptions(steps=3, warmup=2), graph=True)
     assert figures.syncs_per_step == 0, figures.sync_sites
     assert figures.buckets >= 1
+
+
+def test_the_setting_changes_no_stored_identity_at_its_default_and_joins_it_when_on():
+    from l2kd.identity import config_hash, trial_identity
+
+    plain = trial_config(tiny_trial())
+    assert "step_graph" not in trial_identity(plain.to_dict())["training"]
+    assert config_hash(trial_config(tiny_trial(**{"training.step_graph": False}))) == config_hash(plain)
+    assert config_hash(trial_config(tiny_trial(**{"training.step_graph": True}))) != config_hash(plain)
