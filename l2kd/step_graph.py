@@ -21,6 +21,8 @@ What the graph holds, and why it is safe to replay in any order:
 - DeepSpeed cannot sit inside a captured step: its engine still builds and holds the module, and
   the step bypasses `engine.step` (at ZeRO 0 in one process that step is AdamW and the clipping,
   which this does the same way; engine.py). The refusals (`check_step_graph`) are where it is not.
+- a capture that fails (an operation a graph cannot hold) is logged and the stage steps eagerly on
+  its buckets from then on, as decoding's graphs do: a graph is an optimisation, never a requirement;
 - each bucket's first batch runs forward and backward eagerly on a side stream before its capture
   (as PyTorch asks: libraries set up handles and workspaces outside a graph), with no optimiser step,
   and its gradients are then discarded; the capture records without running and one replay makes the
@@ -133,7 +135,10 @@ class StepGraph:
                     log.info("step graph: %d buckets captured; further buckets step eagerly", MAX_GRAPHS)
                     self._full_logged = True
                 return self._step(static)
-            g = self.graphs[key] = self._capture(static)
+            g = self._capture(static)
+            if g is None:  # the capture failed (logged): this and every later step run eagerly
+                return self._step(static)
+            self.graphs[key] = g
         g.graph.replay()
         return g.terms
 
@@ -163,15 +168,24 @@ class StepGraph:
         with amp(self.device, self.amp_dtype, cache_enabled=False):
             return self.module(input_ids, positions, *task_ids)
 
-    def _capture(self, static: Batch) -> _Graph:
+    def _capture(self, static: Batch) -> _Graph | None:
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):
             self._step(static, optimise=False)  # warm-up: no optimiser step; its gradients are zeroed next
         torch.cuda.current_stream().wait_stream(side)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, pool=self.pool):
-            terms = self._step(static)
+        try:
+            with torch.cuda.graph(graph, pool=self.pool):
+                terms = self._step(static)
+        except Exception as e:  # noqa: BLE001 - a graph is an optimisation: step eagerly, never fail a trial
+            # nothing ran in the failed capture (a capture records, it does not execute): the weights,
+            # the optimiser state and the gradient buffers are as before it
+            log.warning("step graph: capture failed (%s: %s); the stage steps eagerly (bucketed)",
+                        type(e).__name__, str(e).splitlines()[0][:200] if str(e) else "")
+            self.capture = False
+            self.graphs.clear()
+            return None
         log.info("step graph: bucket %s captured (%d so far)", tuple(static.inputs.shape), len(self.graphs) + 1)
         return _Graph(graph, terms)
 

@@ -52,7 +52,7 @@ step 90 decode-eager --parts decoding --no-decode-graphs
 step 150 train --parts training --steps "$STEPS" --profile
 # the paper policy at its launch floor: the step graph's ms/step beside the eager paper step, and K
 # paper-policy trials packed on the GPU with it (resources.gpu: 1/K)
-step 150 train-paper-graph --parts training --steps "$STEPS" --packing "${PACKING:-4}" \
+step 120 train-paper-graph --parts paper --steps "$STEPS" --packing "${PACKING:-4}" \
   --set training.batch_policy=paper --set training.step_graph=true
 if [ "${EXTRA_TRAIN:-1}" = 1 ]; then  # what decides two defaults (each runs only if time is left)
   step 120 train-compile --parts training --steps "$STEPS" --set training.compile=true

@@ -234,6 +234,17 @@ def projection(s: BenchSetup, r: BenchResult) -> dict[str, float]:
             "reference_s": ref, "speedup": ref / this}
 
 
+def paper_paths(s: BenchSetup, r: BenchResult, opts: BenchOptions, n: int, emit) -> None:
+    """The paper policy's step: the engine's, and with training.step_graph the graph's beside it (the
+    eager one then timed as the graph is: on batches it has seen once)."""
+    graph = s.cfg.training.step_graph
+    emit("bench", part="training: fast path, paper batches")
+    r.train["fast, paper"], _ = fast_path(s, s.plan("paper", n), s.precision, opts, warm_timed=graph)
+    if graph:
+        emit("bench", part="training: paper batches, step graph")
+        r.train[GRAPH_PATH], _ = fast_path(s, s.plan("paper", n), s.precision, opts, graph=True)
+
+
 def run_bench(cfg: TrialConfig, opts: BenchOptions = BenchOptions(),
               on_event: Callable[..., None] | None = None) -> BenchResult:
     emit = on_event or (lambda *a, **k: None)
@@ -248,13 +259,9 @@ def run_bench(cfg: TrialConfig, opts: BenchOptions = BenchOptions(),
         emit("bench", part="training: fast path")
         r.train["fast"], prof = fast_path(s, s.plan("tokens", n), s.precision, opts, profile=opts.profile)
         r.profile = prof
-        emit("bench", part="training: fast path, paper batches")
-        # beside the step graph, the eager paper step is timed as the graph is: on batches seen once
-        r.train["fast, paper"], _ = fast_path(s, s.plan("paper", n), s.precision, opts,
-                                              warm_timed=cfg.training.step_graph)
-        if cfg.training.step_graph:
-            emit("bench", part="training: paper batches, step graph")
-            r.train[GRAPH_PATH], _ = fast_path(s, s.plan("paper", n), s.precision, opts, graph=True)
+    if "training" in opts.parts or "paper" in opts.parts:
+        paper_paths(s, r, opts, n, emit)
+    if "training" in opts.parts:
         emit("bench", part="training: reference-style path")
         r.train["reference"] = reference_path(s, s.plan("paper", n), opts)
         emit("bench", part="faithfulness")
@@ -274,6 +281,6 @@ def run_bench(cfg: TrialConfig, opts: BenchOptions = BenchOptions(),
         r.decoding = decode_bench.measure(cfg, s.model, s.tok, s.max_len, s.device, s.amp,
                                           graphs=opts.decode_graphs, time_passes=opts.time_decoding,
                                           profile=opts.profile).to_dict()
-    if r.train and r.decoding:
+    if "reference" in r.train and r.decoding:
         r.projection = projection(s, r)
     return r

@@ -17,13 +17,13 @@ def summarize(path: Path) -> str:
         mfu = "-" if fast.get("mfu") is None else f"{100 * fast['mfu']:.1f}%"
         parts.append(f"train {fast['tokens_per_s']:,.0f} tok/s, {fast['tflops']:.1f} TFLOP/s, MFU {mfu}, "
                      f"{1e3 / fast['steps_per_s']:.1f} ms/step")
-        paper = r["train"].get("fast, paper")
-        if paper:
-            parts.append(f"paper batches {1e3 / paper['steps_per_s']:.1f} ms/step")
-        graph = r["train"].get("fast, paper, graph")
-        if graph:
-            parts.append(f"paper step graph {1e3 / graph['steps_per_s']:.2f} ms/step ({graph['buckets']} buckets, "
-                         f"{graph.get('syncs_per_step')} host waits/step)")
+    paper = r.get("train", {}).get("fast, paper")
+    if paper:
+        parts.append(f"paper batches {1e3 / paper['steps_per_s']:.1f} ms/step")
+    graph = r.get("train", {}).get("fast, paper, graph")
+    if graph:
+        parts.append(f"paper step graph {1e3 / graph['steps_per_s']:.2f} ms/step ({graph['buckets']} buckets, "
+                     f"{graph.get('syncs_per_step')} host waits/step)")
     packed = r.get("packing_paper")
     if packed:
         parts.append(f"{packed['trials']} paper trials packed {packed['aggregate_tokens_per_s']:,.0f} tok/s "
