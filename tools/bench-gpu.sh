@@ -4,7 +4,7 @@
 # (DeepSpeed, pydantic, hjson: wheels in .gpu/whl), then runs `cli.py bench` on the five-task NLG Word-KD
 # trial at GPT-2-small shape (grids/bench/nlg5-small.yaml) within a deadline, every figure as JSON in $OUT.
 # Each step is cut at its share of the deadline, so a hang costs that step only.
-#   OUT=folder (default runs/bench-gpu)  CONFIG=trial or grid file  DEADLINE_S=450  STEPS=30
+#   OUT=folder (default runs/bench-gpu)  CONFIG=trial or grid file  DEADLINE_S=540  STEPS=30
 #   STEP_S=seconds (each step's limit instead of its share; the CPU test's slow machine)
 #   PACKING=4 (paper-policy trials packed with the step graph)
 #   EXTRA_TRAIN=0 (skip the compiled-blocks and gelu_new training runs that follow the main four)
@@ -14,7 +14,7 @@ cd "$(dirname "$0")/.."
 export PYTHONUNBUFFERED=1 COLUMNS=${COLUMNS:-160} TOKENIZERS_PARALLELISM=false
 OUT=${OUT:-runs/bench-gpu}
 CONFIG=${CONFIG:-grids/bench/nlg5-small.yaml}
-DEADLINE=$((SECONDS + ${DEADLINE_S:-450}))
+DEADLINE=$((SECONDS + ${DEADLINE_S:-540}))
 STEPS=${STEPS:-30}
 PY=${PYTHON:-python3}
 mkdir -p "$OUT"
