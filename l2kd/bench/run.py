@@ -38,7 +38,7 @@ from .timing import count_syncs, sync as _sync, timed as _timed
 from .flops import device_name, peak_tflops, step_flops
 from .reference import ReferenceStep, reference_batch, row_lengths
 from .setup import BenchOptions, BenchSetup
-from .step import (GRAPH_PATH, MIB, kd_effective_ratio, padding_fraction, paper_path, peak_bytes, saved_for_backward,
+from .step import (GRAPH_PATH, KD_GRAPH_PATH, KD_PAPER_PATH, MIB, kd_effective_ratio, padding_fraction, paper_path, peak_bytes, saved_for_backward,
                    step_figures)
 
 log = logging.getLogger(__name__)
@@ -243,6 +243,12 @@ def paper_paths(s: BenchSetup, r: BenchResult, opts: BenchOptions, n: int, emit)
     if graph:
         emit("bench", part="training: paper batches, step graph")
         r.train[GRAPH_PATH], _ = fast_path(s, s.plan("paper", n), s.precision, opts, graph=True)
+    if graph and make_method(s.cfg.method).uses_teacher_logits:  # the trial's own step, its teacher per step
+        emit("bench", part="training: paper batches, Word-KD, eager and step graph")
+        teacher = TargetLogits.frozen(s.fresh_model(), s.amp)
+        for key, g in ((KD_PAPER_PATH, False), (KD_GRAPH_PATH, True)):
+            r.train[key], _ = fast_path(s, s.plan("paper", n), s.precision, opts, teacher=teacher, graph=g,
+                                        warm_timed=True)
 
 
 def run_bench(cfg: TrialConfig, opts: BenchOptions = BenchOptions(),

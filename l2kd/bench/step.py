@@ -22,6 +22,8 @@ from ..methods.kd import word_kd_terms
 
 MIB = 2**20
 GRAPH_PATH = "fast, paper, graph"  # the paper policy's step graph (training.step_graph), where it is on
+# a Word-KD trial's own paper-policy step (its teacher run per step), eager and as a graph, beside those
+KD_PAPER_PATH, KD_GRAPH_PATH = "fast, paper, word_kd", "fast, paper, graph, word_kd"
 
 
 def paper_path(train: dict):

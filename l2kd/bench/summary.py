@@ -24,6 +24,10 @@ def summarize(path: Path) -> str:
     if graph:
         parts.append(f"paper step graph {1e3 / graph['steps_per_s']:.2f} ms/step ({graph['buckets']} buckets, "
                      f"{graph.get('syncs_per_step')} host waits/step)")
+    kd_graph = r.get("train", {}).get("fast, paper, graph, word_kd")
+    if kd_graph:
+        kd = r["train"]["fast, paper, word_kd"]
+        parts.append(f"Word-KD paper step graph {kd_graph['step_ms']:.2f} ms/step (eager {kd['step_ms']:.2f})")
     packed = r.get("packing_paper")
     if packed:
         parts.append(f"{packed['trials']} paper trials packed {packed['aggregate_tokens_per_s']:,.0f} tok/s "

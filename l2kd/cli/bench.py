@@ -30,7 +30,7 @@ def _bench_config(path: str, overrides: list[str]):
 
 
 def _print_training(r, cfg) -> None:
-    from l2kd.bench.step import GRAPH_PATH
+    from l2kd.bench.step import GRAPH_PATH, KD_GRAPH_PATH, KD_PAPER_PATH
 
     fp = r.train["fast, paper"]
     if "fast" in r.train:
@@ -45,6 +45,10 @@ def _print_training(r, cfg) -> None:
     out.print(f"paper batches, step graph ({g.buckets} buckets, captured in {g.warmup_s:.1f} s untimed): "
               f"{g.step_ms:.2f} ms / step against {fp.step_ms:.2f} eager ({fp.step_ms / g.step_ms:.2f}x), "
               f"{rate(g.tokens_per_s)} tokens/s, padding {100 * g.padding_fraction:.1f}%{waits}", highlight=False)
+    kd, kg = r.train.get(KD_PAPER_PATH), r.train.get(KD_GRAPH_PATH)
+    if kd and kg:
+        out.print(f"paper batches, Word-KD (its teacher every step): step graph {kg.step_ms:.2f} ms / step "
+                  f"against {kd.step_ms:.2f} eager ({kd.step_ms / kg.step_ms:.2f}x)", highlight=False)
 
 
 def _print_paths(r, cfg) -> None:
