@@ -176,7 +176,9 @@ class StepGraph:
         torch.cuda.current_stream().wait_stream(side)
         graph = torch.cuda.CUDAGraph()
         try:
-            with torch.cuda.graph(graph, pool=self.pool):
+            # thread_local: the loader thread pins the next batches' host memory meanwhile, which the
+            # default ("global") capture mode forbids in any thread while a capture runs
+            with torch.cuda.graph(graph, pool=self.pool, capture_error_mode="thread_local"):
                 terms = self._step(static)
         except Exception as e:  # noqa: BLE001 - a graph is an optimisation: step eagerly, never fail a trial
             # nothing ran in the failed capture (a capture records, it does not execute): the weights,

@@ -142,6 +142,8 @@ def _steps(s: BenchSetup, method: str, graph: bool, plans, lrs):
         rows = [s.rows[i] for i in idx]
         batch = step.prepare(collate(rows, s.tok.ids.pad, with_lm=s.with_lm))
         terms.append({k: float(v) for k, v in step.run(batch, lr).items()})
+    if graph:  # some batches were copied into an earlier batch's bucket buffers (a graph's replay path)
+        assert len(step.buffers) < len(plans), len(step.buffers)
     step.close()
     weights = {n: p.detach().clone() for n, p in engine.module.named_parameters()}
     engine.close()
