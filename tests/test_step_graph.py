@@ -192,12 +192,16 @@ def test_the_capturable_methods_and_the_default_sampler_are_accepted():
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
-def test_a_trial_with_the_step_graph_trains_on_the_cpu(tmp_path, precision):
+def test_a_trial_with_the_step_graph_trains_on_the_cpu(tmp_path, monkeypatch, precision):
     from l2kd.trial import run_trial
 
+    steps = []
+    real = StepGraph.run
+    monkeypatch.setattr(StepGraph, "run", lambda self, batch, lr: steps.append(batch.n_qa) or real(self, batch, lr))
     cfg = trial_config(tiny_trial(**{"training.step_graph": True, "training.precision": precision,
                                      "tasks": ["synth.nlg"]}))
     result = run_trial(cfg, tmp_path / "run")
+    assert steps and all(n % TARGET_STEP == 0 for n in steps)  # every step the bucketed one
     assert result.R[0][0] is not None
     assert result.config["training"]["step_graph"] is True
 
