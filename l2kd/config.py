@@ -219,6 +219,9 @@ class TrainingConfig(Strict):
         # when on, part of identities: compiled blocks draw other dropout masks
         json_schema_extra=added_later(),
     )
+    step_graph: bool = Field(False, description="paper policy: pad batches to static (examples, width, targets) "
+        "buckets and run forward, loss, backward, clipping and AdamW as one CUDA graph per bucket, bypassing "
+        "DeepSpeed's step (eager on a CPU)", json_schema_extra=added_later())  # when on, in identities (other masks)
     log_every: int = Field(50, ge=1, description="steps between progress events",
                            json_schema_extra=outside())  # display only
 
@@ -303,7 +306,6 @@ class TrialConfig(Strict):
 
 
 # --------------------------------------------------------------------------- loading
-
 
 def _format_error(err: dict, source: str) -> str:
     loc = ".".join(str(p) for p in err["loc"])

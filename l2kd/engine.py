@@ -22,7 +22,8 @@ doing anything (a single-GPU step is bound by the host's kernel launches; docs/p
   flattens every gradient into a buffer, scales it by 1/world_size, reduces it and copies it back;
   we skip it (ZeRO 1-2 reduce inside their optimiser, which needs that call).
 Several processes (WORLD_SIZE > 1), ZeRO 1-2 and fp16 (its loss scaler unscales before clipping)
-keep DeepSpeed's own paths.
+keep DeepSpeed's own paths. With `training.step_graph` (the paper policy's CUDA-graph step,
+l2kd/step_graph.py) the engine builds and holds the module, and the step bypasses its forward and step.
 """
 
 from __future__ import annotations
@@ -138,6 +139,12 @@ class Engine:
     def module(self) -> torch.nn.Module:
         """The model being trained (for decoding and saving)."""
         return self.ds.module.gpt2
+
+    @property
+    def target_logits(self) -> torch.nn.Module:
+        """The module DeepSpeed wraps (TargetLogits): what a step that bypasses DeepSpeed's forward
+        and step calls (l2kd/step_graph.py)."""
+        return self.ds.module
 
     def logits(self, input_ids: torch.Tensor, positions: torch.Tensor,
                task_ids: torch.Tensor | None = None) -> torch.Tensor:

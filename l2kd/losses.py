@@ -198,6 +198,42 @@ def kd_and_nll_each(logits: torch.Tensor, targets: torch.Tensor, weight: torch.T
     return _ScaledRows.apply(logits, values, direction, 1.0), w_ce + kd
 
 
+def kd_and_nll_masked(logits: torch.Tensor, targets: torch.Tensor, weight: torch.Tensor | None,
+                      teacher_logits: torch.Tensor, temperature: float, teacher_to_student: torch.Tensor | None,
+                      kd: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """kd_and_nll_each with the KD positions as a mask: `kd` (N,) is 1 at a KD position, 0 elsewhere,
+    and `teacher_logits` has a row for every position (rows where kd is 0 are read and multiplied by
+    0). Every shape is fixed by the inputs' and no index is read on the host, so it runs inside a
+    CUDA graph (step_graph.py); the same values and gradient as kd_and_nll_each (tested). Positions
+    whose target is IGNORE carry no term and no weight, KD or not (a bucket's padding)."""
+    T = float(temperature)
+    safe = targets.clamp(min=0)
+    valid = (targets != IGNORE).float()
+    kd = kd.float() * valid
+    w_ce = (weight[safe] if weight is not None else torch.ones_like(kd)) * valid * (1 - kd)
+    row_t = 1 + (T - 1) * kd
+    row_scale = w_ce + T * kd
+    values = torch.empty(logits.shape[0], dtype=torch.float32, device=logits.device)
+    direction = torch.empty_like(logits)
+    with torch.no_grad():
+        for rows in _row_chunks(*logits.shape):
+            z = F.log_softmax(logits[rows].float() / row_t[rows, None], dim=-1)
+            log_pt = F.log_softmax(teacher_logits[rows].float() / T, dim=-1)
+            pt = log_pt.exp()
+            log_ps = z.index_select(1, teacher_to_student) if teacher_to_student is not None else z
+            kl = (pt * (log_pt - log_ps)).sum(-1) * (T * T)
+            values[rows] = kd[rows] * kl - z.gather(1, safe[rows, None]).squeeze(1) * w_ce[rows]
+            p = z.exp_().mul_(row_scale[rows, None])
+            p.scatter_add_(1, safe[rows, None], -w_ce[rows, None])
+            q = pt.mul_((T * kd[rows])[:, None])
+            if teacher_to_student is None:
+                p.sub_(q)
+            else:
+                p.index_add_(1, teacher_to_student, q, alpha=-1.0)
+            direction[rows] = p
+    return _ScaledRows.apply(logits, values, direction, 1.0), w_ce + kd
+
+
 def grouped_means(values: torch.Tensor, weights: torch.Tensor, groups: torch.Tensor,
                   n_groups: int) -> torch.Tensor:
     """(n_groups,): sum(values) / sum(weights) over the positions of each group (0..n_groups-1),

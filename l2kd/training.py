@@ -31,6 +31,42 @@ def forward(engine: Engine, batch, fused: bool) -> torch.Tensor:
     return torch.cat([qa, lm])
 
 
+class EagerStep:
+    """Today's step through the DeepSpeed engine: batches as collated, any method."""
+
+    def __init__(self, engine: Engine, method: Method, ctx: TrialContext, fused: bool):
+        self.engine, self.method, self.ctx, self.fused = engine, method, ctx, fused
+
+    def prepare(self, batch):
+        return batch
+
+    def run(self, batch, lr: float) -> dict[str, torch.Tensor]:
+        batch = batch.to(self.ctx.device)
+        logits = forward(self.engine, batch, self.fused)
+        terms = self.method.loss_terms(self.ctx, batch, logits)
+        # the losses keep what backward needs (one direction each): the (positions x vocabulary)
+        # logits need not stay alive through backward and the method's after_backward
+        del logits
+        self.engine.backward(sum(terms.values()))
+        self.method.after_backward(self.ctx)
+        self.engine.step(lr)
+        return terms
+
+    def close(self) -> None:
+        pass
+
+
+def make_step(engine: Engine, method: Method, ctx: TrialContext, graph: bool):
+    """The stage's step: the paper policy's step graph (training.step_graph; l2kd/step_graph.py) or
+    today's eager step."""
+    t = ctx.cfg.training
+    if graph:
+        from .step_graph import StepGraph
+
+        return StepGraph(engine, method, ctx, t, forward)
+    return EagerStep(engine, method, ctx, t.fused_qa_lm)
+
+
 def train_stage(ctx: TrialContext, method: Method, engine: Engine, rows: list[TrainRow],
                 tasks: tuple[str, ...], on_epoch_end: Callable[[int], None]) -> dict[str, Any]:
     t = ctx.cfg.training
@@ -44,10 +80,11 @@ def train_stage(ctx: TrialContext, method: Method, engine: Engine, rows: list[Tr
     task_index = method.task_index(ctx)
     total_steps = sum(len(p) for p in plans)
     pin = ctx.device.type == "cuda"
+    step = make_step(engine, method, ctx, t.step_graph)
 
     def collated(plan) -> Iterator:
         for idx in plan:
-            batch = collate([rows[i] for i in idx], pad, with_lm=method.uses_lm, task_index=task_index)
+            batch = step.prepare(collate([rows[i] for i in idx], pad, with_lm=method.uses_lm, task_index=task_index))
             yield batch.pin() if pin else batch
 
     for epoch, plan in enumerate(plans):
@@ -55,17 +92,8 @@ def train_stage(ctx: TrialContext, method: Method, engine: Engine, rows: list[Tr
         # that reads the model) runs in step with training
         source = prefetch(collated(plan)) if isinstance(plan, list) else collated(plan)
         for batch in source:
-            batch = batch.to(ctx.device)
-            logits = forward(engine, batch, t.fused_qa_lm)
-            terms = method.loss_terms(ctx, batch, logits)
-            # the losses keep what backward needs (one direction each): the (positions x vocabulary)
-            # logits need not stay alive through backward and the method's after_backward
-            del logits
-            loss = sum(terms.values())
-            engine.backward(loss)
-            method.after_backward(ctx)
             seen += batch.n_examples
-            engine.step(sched(seen))
+            terms = step.run(batch, sched(seen))
             steps += 1
             tokens += batch.n_tokens
             window_examples += batch.n_examples
@@ -84,5 +112,6 @@ def train_stage(ctx: TrialContext, method: Method, engine: Engine, rows: list[Tr
                 running = {}
                 window_start, window_examples, window_tokens, window_steps = time.perf_counter(), 0, 0, 0
         on_epoch_end(epoch + 1)
+    step.close()
     return {"steps": steps, "examples": seen, "tokens": tokens, "rows": len(rows),
             "batch_policy": t.batch_policy}

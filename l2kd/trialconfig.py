@@ -10,6 +10,7 @@ from typing import Any
 from .config import TrialConfig, apply_overrides, load_yaml, validate
 from .errors import ConfigError
 from .methods import method_class, method_params
+from .step_graph import check_step_graph
 
 
 def check_method(cfg: TrialConfig, source: str) -> TrialConfig:
@@ -27,6 +28,10 @@ def check_method(cfg: TrialConfig, source: str) -> TrialConfig:
         cls.check_config(cfg)
     except ValueError as e:
         raise ConfigError(f"method ({cfg.method.name}): {e}", where=source) from None
+    try:
+        check_step_graph(cfg, cls)
+    except ValueError as e:
+        raise ConfigError(f"training.step_graph: {e}", where=source) from None
     return cfg
 
 

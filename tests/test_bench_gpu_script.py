@@ -36,18 +36,20 @@ def test_the_device_check_runs_on_a_tiny_trial(tmp_path):
         f"        if name.split('.')[0] in {BARE_IMAGE_LACKS!r}:\n"
         "            return importlib.machinery.ModuleSpec(name, _Missing())\n"
         "sys.meta_path.insert(0, _Block())\n")
-    env = dict(os.environ, OUT=str(tmp_path / "out"), CONFIG=str(cfg), STEPS="2", DEADLINE_S="1200", STEP_S="400", EXTRA_TRAIN="0",
+    env = dict(os.environ, OUT=str(tmp_path / "out"), CONFIG=str(cfg), STEPS="2", DEADLINE_S="1200", STEP_S="400", EXTRA_TRAIN="0", PACKING="2",
                PYTHON=sys.executable, PYTHONPATH=f"{block}:{REPO}", OMP_NUM_THREADS="1")
     res = subprocess.run(["bash", str(REPO / "tools" / "bench-gpu.sh")], env=env, capture_output=True,
                          text=True, timeout=600)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     out = tmp_path / "out"
-    for name in ("decode", "decode-eager", "train"):
+    for name in ("decode", "decode-eager", "train", "train-paper-graph"):
         assert (out / f"{name}.json").is_file(), (out / "check.log").read_text()[-3000:]
     decode = json.loads((out / "decode.json").read_text())
     assert decode["decoding"]["forward_calls"] > 0 and decode["decoding"]["profile"]
     train = json.loads((out / "train.json").read_text())
     assert train["train"]["fast"]["tokens_per_s"] > 0
     log = (out / "check.log").read_text()
-    assert re.findall(r"=== rc (\d+)", log) == ["0", "0", "0"], log[-3000:]
+    graph = json.loads((out / "train-paper-graph.json").read_text())
+    assert graph["train"]["fast, paper, graph"]["step_ms"] > 0 and graph["packing_paper"]["trials"] == 2
+    assert re.findall(r"=== rc (\d+)", log) == ["0", "0", "0", "0"], log[-3000:]
     assert "train: " in log and "decoding " in log  # the summary lines

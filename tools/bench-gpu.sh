@@ -4,16 +4,17 @@
 # (DeepSpeed, pydantic, hjson: wheels in .gpu/whl), then runs `cli.py bench` on the five-task NLG Word-KD
 # trial at GPT-2-small shape (grids/bench/nlg5-small.yaml) within a deadline, every figure as JSON in $OUT.
 # Each step is cut at its share of the deadline, so a hang costs that step only.
-#   OUT=folder (default runs/bench-gpu)  CONFIG=trial or grid file  DEADLINE_S=450  STEPS=30
+#   OUT=folder (default runs/bench-gpu)  CONFIG=trial or grid file  DEADLINE_S=540  STEPS=30
 #   STEP_S=seconds (each step's limit instead of its share; the CPU test's slow machine)
-#   EXTRA_TRAIN=0 (skip the compiled-blocks and gelu_new training runs that follow the main three)
+#   PACKING=4 (paper-policy trials packed with the step graph)
+#   EXTRA_TRAIN=0 (skip the compiled-blocks and gelu_new training runs that follow the main four)
 #   EXTRA="--set KEY=VALUE ..." (added to every bench run)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONUNBUFFERED=1 COLUMNS=${COLUMNS:-160} TOKENIZERS_PARALLELISM=false
 OUT=${OUT:-runs/bench-gpu}
 CONFIG=${CONFIG:-grids/bench/nlg5-small.yaml}
-DEADLINE=$((SECONDS + ${DEADLINE_S:-450}))
+DEADLINE=$((SECONDS + ${DEADLINE_S:-540}))
 STEPS=${STEPS:-30}
 PY=${PYTHON:-python3}
 mkdir -p "$OUT"
@@ -49,6 +50,10 @@ step() {  # step SECONDS NAME ARGS...: one bench run under min(SECONDS, time lef
 step 150 decode --parts decoding --profile
 step 90 decode-eager --parts decoding --no-decode-graphs
 step 150 train --parts training --steps "$STEPS" --profile
+# the paper policy at its launch floor: the step graph's ms/step beside the eager paper step, and K
+# paper-policy trials packed on the GPU with it (resources.gpu: 1/K)
+step 120 train-paper-graph --parts paper --steps "$STEPS" --packing "${PACKING:-4}" \
+  --set training.batch_policy=paper --set training.step_graph=true
 if [ "${EXTRA_TRAIN:-1}" = 1 ]; then  # what decides two defaults (each runs only if time is left)
   step 120 train-compile --parts training --steps "$STEPS" --set training.compile=true
   step 60 train-gelu-new --parts training --steps "$STEPS" --set model.gelu=gelu_new

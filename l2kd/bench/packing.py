@@ -18,7 +18,8 @@ def _worker(cfg_dict: dict, opts, barrier, out, policy: str = "tokens") -> None:
 
     s = BenchSetup(trial_config(cfg_dict, "bench packing"))
     plan = s.plan(policy, opts.warmup + opts.steps, seed=barrier.parties)
-    figures, _ = fast_path(s, plan, s.precision, opts, before_timing=barrier.wait)
+    graph = s.cfg.training.step_graph and policy == "paper"  # the step graph where the trial runs it
+    figures, _ = fast_path(s, plan, s.precision, opts, before_timing=barrier.wait, graph=graph)
     steps = opts.steps
     out.put((figures.tokens_per_s, steps / figures.steps_per_s))  # (rate, seconds timed)
 

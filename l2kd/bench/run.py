@@ -31,14 +31,15 @@ from ..data.batching import collate
 from ..engine import Engine
 from ..methods import make_method
 from ..model import TargetLogits
-from ..training import forward
+from ..training import forward, make_step
 from . import decoding as decode_bench
 from .decoding import evaluation, generation
 from .timing import count_syncs, sync as _sync, timed as _timed
 from .flops import device_name, peak_tflops, step_flops
 from .reference import ReferenceStep, reference_batch, row_lengths
 from .setup import BenchOptions, BenchSetup
-from .step import MIB, kd_effective_ratio, padding_fraction, peak_bytes, saved_for_backward, step_figures
+from .step import (GRAPH_PATH, KD_GRAPH_PATH, KD_PAPER_PATH, MIB, kd_effective_ratio, padding_fraction, paper_path, peak_bytes, saved_for_backward,
+                   step_figures)
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,7 @@ class PathFigures:
     padding_fraction: float | None = None  # the share of the forward's input positions that are padding
     saved_mib: float | None = None  # memory one step holds for its backward (any device; bench.step)
     peak_mib: float | None = None  # one step's peak device memory above what it started with (GPUs)
+    buckets: int | None = None  # the step graph's buckets over the path's batches (a graph each on CUDA)
 
 
 @dataclass
@@ -93,35 +95,33 @@ class BenchResult:
 # --------------------------------------------------------------------------- training paths
 def fast_path(s: BenchSetup, plan: list[np.ndarray], precision: str, opts: BenchOptions,
               teacher=None, profile: bool = False,
-              before_timing: Callable[[], None] | None = None) -> tuple[PathFigures, str]:
-    """Steps of the trial's own training path (DeepSpeed engine, fused forward, target logits, the
-    configured method's loss and after_backward); with a `teacher` (a frozen TargetLogits, or a
-    TeacherCache of one) the Word-KD step's (the first task's rows: the KL in place of the
-    cross-entropy)."""
+              before_timing: Callable[[], None] | None = None, graph: bool = False,
+              warm_timed: bool | None = None) -> tuple[PathFigures, str]:
+    """Steps of the trial's own training path (training.make_step's: the DeepSpeed engine, fused
+    forward, target logits, the configured method's loss and after_backward; with `graph` the paper
+    policy's step graph, every timed batch run once untimed first, which captures its bucket; so with
+    `warm_timed`, for an eager path timed beside it); with a `teacher` (a frozen
+    TargetLogits, or a TeacherCache of one) the Word-KD step's (the first task's rows: the KL in
+    place of the cross-entropy)."""
     model = s.fresh_model()
     method = s.prepared(model, teacher)
     engine = Engine(model, s.cfg.training, precision, s.device)
     s.ctx.model = engine.module
+    stepper = make_step(engine, method, s.ctx, graph)
     pad = s.tok.ids.pad
     task_index = method.task_index(s.ctx)  # task-conditioned models (multitask_ca) read each row's task
-    batches = [collate([s.rows[i] for i in idx], pad, with_lm=s.with_lm, task_index=task_index) for idx in plan]
+    batches = [stepper.prepare(collate([s.rows[i] for i in idx], pad, with_lm=s.with_lm, task_index=task_index))
+               for idx in plan]
     if s.device.type == "cuda":  # as the trial's loader: page-locked, so copies need not block
         batches = [b.pin() for b in batches]
 
-    class _E:  # training.forward's view of the engine
-        logits = staticmethod(engine.logits)
-
     def step(batch):  # as training.train_stage's
-        batch = batch.to(s.device)
-        logits = forward(_E, batch, s.cfg.training.fused_qa_lm)
-        loss = sum(method.loss_terms(s.ctx, batch, logits).values())
-        del logits
-        engine.backward(loss)
-        method.after_backward(s.ctx)
-        engine.step(s.cfg.training.lr)
+        stepper.run(batch, s.cfg.training.lr)
 
-    _, warmup_s = _timed(s.device, lambda: [step(b) for b in batches[: opts.warmup]])
     timed = batches[opts.warmup:]
+    # a graph's first batch of each bucket captures it: every timed bucket is captured untimed first
+    warm = batches[: opts.warmup] + (timed if (graph if warm_timed is None else warm_timed) else [])
+    _, warmup_s = _timed(s.device, lambda: [step(b) for b in warm])
     syncs = count_syncs(s.device, lambda: step(timed[0]))
     (_, saved), peak = peak_bytes(s.device, lambda: saved_for_backward(lambda: step(timed[0])))
     table = ""
@@ -139,6 +139,8 @@ def fast_path(s: BenchSetup, plan: list[np.ndarray], precision: str, opts: Bench
     if before_timing is not None:
         before_timing()
     _, dt = _timed(s.device, lambda: [step(b) for b in timed])
+    buckets = len({(b.n_examples, *b.inputs.shape, b.n_qa, len(b.positions)) for b in batches}) if graph else None
+    stepper.close()
     engine.close()
     timed_rows = [[s.rows[i] for i in idx] for idx in plan[opts.warmup:]]
     figures = _figures(s, timed, timed_rows, dt, precision, opts)
@@ -146,6 +148,7 @@ def fast_path(s: BenchSetup, plan: list[np.ndarray], precision: str, opts: Bench
     figures.step_ms = 1e3 * dt / len(timed)
     figures.padding_fraction = padding_fraction(timed)
     figures.saved_mib, figures.peak_mib = saved / MIB, None if peak is None else peak / MIB
+    figures.buckets = buckets
     if syncs is not None:
         figures.syncs_per_step, figures.sync_sites = float(syncs[0]), syncs[1]
     return figures, table
@@ -219,7 +222,7 @@ def projection(s: BenchSetup, r: BenchResult) -> dict[str, float]:
     d = r.decoding
     pseudo = sum(p["times"] * p["new_tokens"] for p in d["passes"] if p["kind"] == "pseudo")
     answers = d["new_tokens"] - pseudo  # evaluation and Seq-KD answers: greedy (or the eval mode)
-    rate = r.train["fast, paper" if cfg.training.batch_policy == "paper" else "fast"].tokens_per_s
+    rate = (paper_path(r.train) if cfg.training.batch_policy == "paper" else r.train["fast"]).tokens_per_s
     train_s = (student * kd + teachers) / rate
     this = train_s + d["seconds"]
     ref_decode = pseudo / r.generation["reference_tokens_per_s"] \
@@ -229,6 +232,23 @@ def projection(s: BenchSetup, r: BenchResult) -> dict[str, float]:
             "eval_tokens": answers, "train_s": train_s, "decode_s": d["seconds"],
             "decode_share": d["seconds"] / this if this else 0.0, "this_config_s": this,
             "reference_s": ref, "speedup": ref / this}
+
+
+def paper_paths(s: BenchSetup, r: BenchResult, opts: BenchOptions, n: int, emit) -> None:
+    """The paper policy's step: the engine's, and with training.step_graph the graph's beside it (the
+    eager one then timed as the graph is: on batches it has seen once)."""
+    graph = s.cfg.training.step_graph
+    emit("bench", part="training: fast path, paper batches")
+    r.train["fast, paper"], _ = fast_path(s, s.plan("paper", n), s.precision, opts, warm_timed=graph)
+    if graph:
+        emit("bench", part="training: paper batches, step graph")
+        r.train[GRAPH_PATH], _ = fast_path(s, s.plan("paper", n), s.precision, opts, graph=True)
+    if graph and make_method(s.cfg.method).uses_teacher_logits:  # the trial's own step, its teacher per step
+        emit("bench", part="training: paper batches, Word-KD, eager and step graph")
+        teacher = TargetLogits.frozen(s.fresh_model(), s.amp)
+        for key, g in ((KD_PAPER_PATH, False), (KD_GRAPH_PATH, True)):
+            r.train[key], _ = fast_path(s, s.plan("paper", n), s.precision, opts, teacher=teacher, graph=g,
+                                        warm_timed=True)
 
 
 def run_bench(cfg: TrialConfig, opts: BenchOptions = BenchOptions(),
@@ -245,8 +265,9 @@ def run_bench(cfg: TrialConfig, opts: BenchOptions = BenchOptions(),
         emit("bench", part="training: fast path")
         r.train["fast"], prof = fast_path(s, s.plan("tokens", n), s.precision, opts, profile=opts.profile)
         r.profile = prof
-        emit("bench", part="training: fast path, paper batches")
-        r.train["fast, paper"], _ = fast_path(s, s.plan("paper", n), s.precision, opts)
+    if "training" in opts.parts or "paper" in opts.parts:
+        paper_paths(s, r, opts, n, emit)
+    if "training" in opts.parts:
         emit("bench", part="training: reference-style path")
         r.train["reference"] = reference_path(s, s.plan("paper", n), opts)
         emit("bench", part="faithfulness")
@@ -266,6 +287,6 @@ def run_bench(cfg: TrialConfig, opts: BenchOptions = BenchOptions(),
         r.decoding = decode_bench.measure(cfg, s.model, s.tok, s.max_len, s.device, s.amp,
                                           graphs=opts.decode_graphs, time_passes=opts.time_decoding,
                                           profile=opts.profile).to_dict()
-    if r.train and r.decoding:
+    if "reference" in r.train and r.decoding:
         r.projection = projection(s, r)
     return r

@@ -35,7 +35,7 @@ class BenchOptions:
     profile: bool = False
     time_decoding: bool = True  # decode one evaluation and one pseudo pass of the trial for real
     decode_graphs: bool | None = None  # CUDA graphs for GPT-2 decoding (None: on a GPU)
-    parts: tuple[str, ...] = ("training", "decoding")  # what to measure
+    parts: tuple[str, ...] = ("training", "decoding")  # what to measure ("paper": its paper-policy paths only)
 
 
 class BenchSetup:

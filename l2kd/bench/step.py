@@ -21,6 +21,14 @@ from ..losses import ans_weighted, kl_each, masked_mean, weighted_nll
 from ..methods.kd import word_kd_terms
 
 MIB = 2**20
+GRAPH_PATH = "fast, paper, graph"  # the paper policy's step graph (training.step_graph), where it is on
+# a Word-KD trial's own paper-policy step (its teacher run per step), eager and as a graph, beside those
+KD_PAPER_PATH, KD_GRAPH_PATH = "fast, paper, word_kd", "fast, paper, graph, word_kd"
+
+
+def paper_path(train: dict):
+    """The paper policy's figures a trial would train at: the step graph's where it was measured."""
+    return train.get(GRAPH_PATH) or train["fast, paper"]
 
 
 def saved_for_backward(fn: Callable[[], Any]) -> tuple[Any, int]:
@@ -218,7 +226,7 @@ def grid_projection(plan, r, overrides: list[str] = ()) -> dict[str, Any]:
     from ..teachers.store import teacher_config
     from ..trialconfig import trial_config
 
-    rates = {"tokens": r.train["fast"].tokens_per_s, "paper": r.train["fast, paper"].tokens_per_s}
+    rates = {"tokens": r.train["fast"].tokens_per_s, "paper": paper_path(r.train).tokens_per_s}
     gains = {p["policy"]: p["gain"] for p in (r.packing, r.packing_paper) if p}
     by_policy: dict[str, float] = {}
     tokens_total, unknown = 0, 0

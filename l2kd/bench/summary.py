@@ -17,9 +17,21 @@ def summarize(path: Path) -> str:
         mfu = "-" if fast.get("mfu") is None else f"{100 * fast['mfu']:.1f}%"
         parts.append(f"train {fast['tokens_per_s']:,.0f} tok/s, {fast['tflops']:.1f} TFLOP/s, MFU {mfu}, "
                      f"{1e3 / fast['steps_per_s']:.1f} ms/step")
-        paper = r["train"].get("fast, paper")
-        if paper:
-            parts.append(f"paper batches {1e3 / paper['steps_per_s']:.1f} ms/step")
+    paper = r.get("train", {}).get("fast, paper")
+    if paper:
+        parts.append(f"paper batches {1e3 / paper['steps_per_s']:.1f} ms/step")
+    graph = r.get("train", {}).get("fast, paper, graph")
+    if graph:
+        parts.append(f"paper step graph {1e3 / graph['steps_per_s']:.2f} ms/step ({graph['buckets']} buckets, "
+                     f"{graph.get('syncs_per_step')} host waits/step)")
+    kd_graph = r.get("train", {}).get("fast, paper, graph, word_kd")
+    if kd_graph:
+        kd = r["train"]["fast, paper, word_kd"]
+        parts.append(f"Word-KD paper step graph {kd_graph['step_ms']:.2f} ms/step (eager {kd['step_ms']:.2f})")
+    packed = r.get("packing_paper")
+    if packed:
+        parts.append(f"{packed['trials']} paper trials packed {packed['aggregate_tokens_per_s']:,.0f} tok/s "
+                     f"({packed['gain']:.2f}x one)")
     d = r.get("decoding")
     if d:
         before = d["forward_calls_before"] / max(1, d["forward_calls"])

@@ -30,6 +30,28 @@ def _bench_config(path: str, overrides: list[str]):
 
 
 def _print_training(r, cfg) -> None:
+    from l2kd.bench.step import GRAPH_PATH, KD_GRAPH_PATH, KD_PAPER_PATH
+
+    fp = r.train["fast, paper"]
+    if "fast" in r.train:
+        _print_paths(r, cfg)
+    g = r.train.get(GRAPH_PATH)
+    if g is None:
+        if "fast" not in r.train:
+            out.print(f"paper batches: {fp.step_ms:.2f} ms / step, {rate(fp.tokens_per_s)} tokens/s", highlight=False)
+        return
+    # training.step_graph: the paper policy's floor with the step as one graph per bucket
+    waits = "" if g.syncs_per_step is None else f", {g.syncs_per_step:.0f} host waits / step"
+    out.print(f"paper batches, step graph ({g.buckets} buckets, captured in {g.warmup_s:.1f} s untimed): "
+              f"{g.step_ms:.2f} ms / step against {fp.step_ms:.2f} eager ({fp.step_ms / g.step_ms:.2f}x), "
+              f"{rate(g.tokens_per_s)} tokens/s, padding {100 * g.padding_fraction:.1f}%{waits}", highlight=False)
+    kd, kg = r.train.get(KD_PAPER_PATH), r.train.get(KD_GRAPH_PATH)
+    if kd and kg:
+        out.print(f"paper batches, Word-KD (its teacher every step): step graph {kg.step_ms:.2f} ms / step "
+                  f"against {kd.step_ms:.2f} eager ({kd.step_ms / kg.step_ms:.2f}x)", highlight=False)
+
+
+def _print_paths(r, cfg) -> None:
     f, fp, ref = r.train["fast"], r.train["fast, paper"], r.train["reference"]
     t = Table(title="training (same rows; fast: token-budget batches; reference-style: the paper's "
                     "batches, fp32, two full-vocabulary passes)")
@@ -122,14 +144,16 @@ def _print_trial_decoding(d: dict) -> None:
 
 def bench_parts(value: str) -> str:
     parts = [p.strip() for p in value.split(",") if p.strip()]
-    bad = [p for p in parts if p not in ("training", "decoding")]
+    bad = [p for p in parts if p not in ("training", "paper", "decoding")]
     if bad or not parts:
-        raise argparse.ArgumentTypeError(f"{value!r}: name training, decoding or both (comma-separated)")
+        raise argparse.ArgumentTypeError(f"{value!r}: name training, paper (its paper-policy paths only), "
+                                         "decoding, or several (comma-separated)")
     return ",".join(parts)
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
     from l2kd.bench import BenchOptions, packed_throughput, run_bench
+    from l2kd.bench.step import paper_path
     from l2kd.io import write_json
 
     cfg, plan = _bench_config(args.config, args.set)
@@ -138,12 +162,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
                         decode_graphs=False if args.no_decode_graphs else None)
     with console.status("benchmarking") as status:
         r = run_bench(cfg, opts, on_event=lambda name, **e: status.update(f"benchmarking: {e['part']}"))
-        if args.packing > 1 and r.train:
+        if args.packing > 1 and "fast" in r.train:
             status.update(f"benchmarking: {args.packing} trials packed on one device")
             r.packing = packed_throughput(cfg, opts, r.train["fast"].tokens_per_s)
+        if args.packing > 1 and r.train:
             status.update(f"benchmarking: {args.packing} trials packed on one device, paper batches")
-            r.packing_paper = packed_throughput(cfg, opts, r.train["fast, paper"].tokens_per_s, policy="paper")
-        if plan is not None and r.train:
+            r.packing_paper = packed_throughput(cfg, opts, paper_path(r.train).tokens_per_s, policy="paper")
+        if plan is not None and "fast" in r.train:
             from l2kd.bench.step import grid_projection
 
             r.grid = grid_projection(plan, r, args.set)

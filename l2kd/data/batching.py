@@ -85,11 +85,15 @@ class Batch:
     kd_index_host: np.ndarray | None = None  # kd_index on the host (placed without a device read)
     index: torch.Tensor | None = None  # (B,) each example's TrainRow.index (a cached teacher's key)
 
+    def tensors(self) -> dict[str, torch.Tensor]:
+        """Every tensor field that is set, by name."""
+        names = ("inputs", "positions", "targets", "row", "is_pseudo", "task_ids", "kd_index", "kd_rows",
+                 "kd_flat", "index")
+        return {k: getattr(self, k) for k in names if getattr(self, k) is not None}
+
     def _map(self, fn) -> "Batch":
         """The same batch with `fn` applied to every tensor."""
-        tensors = ("inputs", "positions", "targets", "row", "is_pseudo", "task_ids", "kd_index", "kd_rows",
-                   "kd_flat", "index")
-        return replace(self, **{k: fn(getattr(self, k)) for k in tensors if getattr(self, k) is not None})
+        return replace(self, **{k: fn(t) for k, t in self.tensors().items()})
 
     def to(self, device: torch.device) -> "Batch":
         return self._map(lambda t: t.to(device, non_blocking=True))

@@ -66,6 +66,11 @@ class Method:
         """Whether it learns from L2KD teachers at all (which ones a config needs: teachers_needed)."""
         return cls.facts.teachers
 
+    @classmethod
+    def graph_step(cls) -> bool:
+        """Whether its step can run as one CUDA graph over bucketed batches (training.step_graph)."""
+        return cls.facts.graph_step
+
     @property
     def uses_lm(self) -> bool:
         """Whether batches need the LM rows (gen_X/gen_Y) at all."""
@@ -116,6 +121,12 @@ class Method:
     def loss_terms(self, ctx: TrialContext, batch: Batch, logits: torch.Tensor) -> dict[str, torch.Tensor]:
         """`logits` holds one row per target position: batch.n_qa QA positions, then LM positions."""
         return {"qa": token_ce(logits, batch.targets, select=batch.qa_positions if batch.with_lm else None)}
+
+    def static_loss_terms(self, ctx: TrialContext, batch: Batch, logits: torch.Tensor) -> dict[str, torch.Tensor]:
+        """loss_terms for a bucketed batch (data/buckets.py) in a step of fixed shapes (step_graph.py):
+        the same values, with no host value of the batch read but its shapes and n_qa. Padded
+        positions carry weight 0. loss_terms is that already where it reads nothing else."""
+        return self.loss_terms(ctx, batch, logits)
 
     def after_backward(self, ctx: TrialContext) -> None:
         pass

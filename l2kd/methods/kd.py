@@ -31,7 +31,7 @@ from ..data import load_split
 from ..data.lamol_json import Example
 from ..decode import amp
 from ..errors import ArtifactError
-from ..losses import grouped_means, kd_and_nll_each, weighted_nll
+from ..losses import grouped_means, kd_and_nll_each, kd_and_nll_masked, weighted_nll
 from ..model import TargetLogits
 from ..teachers.loading import load_teacher, teacher_folder
 from ..teachers.seqkd import SEQ_KD_SEED, check_aligned, teacher_answers
@@ -97,8 +97,22 @@ def word_kd_terms(batch, logits, t_logits, weight, temperature, col_map, lm_lamb
         groups = is_lm.long() + 2
     else:
         groups = is_lm.long() + 2 * batch.pseudo_positions.long()
-    m = grouped_means(values, w, groups, 4)
+    return _four_terms(grouped_means(values, w, groups, 4), lm_lambda)
+
+
+def _four_terms(m: torch.Tensor, lm_lambda: float) -> dict:
     return dict(zip(WORD_KD_TERMS, (m[0], lm_lambda * m[1], m[2], lm_lambda * m[3])))
+
+
+def word_kd_static_terms(batch, logits, t_logits, weight, temperature, col_map, lm_lambda) -> dict:
+    """word_kd_terms for a step of fixed shapes (step_graph.py): the teacher's logits `t_logits` at
+    every position of the (bucketed) batch, the KD positions a mask, the groups read from the
+    batch's tensors alone; the same four terms (tested). The teacher then runs on pseudo rows too,
+    whose logits the mask multiplies by 0: a fixed shape costs that."""
+    pseudo = batch.pseudo_positions
+    values, w = kd_and_nll_masked(logits, batch.targets, weight, t_logits, temperature, col_map, ~pseudo)
+    is_lm = torch.arange(len(batch.targets), device=logits.device) >= batch.n_qa
+    return _four_terms(grouped_means(values, w, is_lm.long() + 2 * pseudo.long(), 4), lm_lambda)
 
 
 # --------------------------------------------------------------------------- the methods
@@ -158,7 +172,8 @@ class _WordKD:
                                       ctx.cfg.model.gelu, student=ctx.model)
         in_map, col_map = vocabulary_maps(ctx.tokenizer, t_tok, task, str(teacher_folder(source)))
         self.use_teacher(teacher, in_map.to(ctx.device), col_map.to(ctx.device))
-        if ctx.cfg.training.epochs > 1:  # made once, it pays from the second epoch on
+        # made once, it pays from the second epoch on; a step graph runs the teacher on every row instead
+        if ctx.cfg.training.epochs > 1 and not ctx.cfg.training.step_graph:
             rows = [r for r in self.train_rows(ctx, tasks) if not r.is_pseudo]
             self.cache = TeacherCache.build(
                 self.teacher, self.input_map, rows, budget_mib=self.p.teacher_cache_mib,
@@ -180,6 +195,13 @@ class _WordKD:
             t_logits = teacher_logits(self.teacher, self.input_map, batch, ctx.device, ctx.amp_dtype)
         return word_kd_terms(batch, logits, t_logits, self._weights(ctx, logits.shape[-1]),
                              self.p.temperature, self.col_map, self.p.lm_lambda)
+
+    def static_loss_terms(self, ctx, batch, logits):
+        """The teacher over every row of the bucketed batch (a fixed shape; no cache), then the terms."""
+        with torch.no_grad(), amp(ctx.device, ctx.amp_dtype, cache_enabled=False):
+            t_logits = self.teacher(self.input_map[batch.inputs], batch.positions)
+        return word_kd_static_terms(batch, logits, t_logits, self._weights(ctx, logits.shape[-1]),
+                                    self.p.temperature, self.col_map, self.p.lm_lambda)
 
     def end_stage(self, ctx, tasks):
         (task,) = tasks

@@ -54,6 +54,13 @@ class Multitask(QALMMethod):
     def qa_only(self) -> bool:  # type: ignore[override]
         return self.p.qa_only
 
+    @classmethod
+    def check_config(cls, cfg) -> None:
+        if cfg.training.step_graph and cfg.method.params.get("sampler") == "uncertainty":
+            raise ValueError("sampler uncertainty reads the model between steps; with training.step_graph "
+                             "use concat, uniform or temperature")
+        super().check_config(cfg)
+
     def stages(self, order):
         return [tuple(order)]
 
