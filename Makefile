@@ -19,7 +19,7 @@ demo: setup
 
 test: setup
 	$(PYTHON) -m ruff check .
-	$(PYTHON) -m pytest -q -n 2 --dist loadgroup
+	$(PYTHON) -m pytest -q -n 2 --dist loadgroup --no-loadscope-reorder
 
 # The device check (see README, "The device check"): prep here, where ../shared exists, then carry .gpu/
 # with the tree to a GPU machine and run `make bench-gpu` there (OUT=folder for the figures).

@@ -68,12 +68,15 @@ def crash_in_stage(cfg, workdir, stage: int = 1) -> None:
 
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the group marks into the test ids
 def pytest_collection_modifyitems(config, items):
-    """`make test` runs two test processes (`pytest -n 2 --dist loadgroup`), each given whole groups:
+    """`make test` runs two test processes (`pytest -n 2 --dist loadgroup --no-loadscope-reorder`),
+    each given whole groups in the order collected here:
     every test marked `ray` (it starts a Ray cluster or a grid driver with its own local Ray) in one
     group, so two Ray instances never share the machine and no fault test's timing is halved, and
     every other module as a group of its own, so a module's fixtures are built once. The Ray group is
-    the longest (the fault proofs), so it is put first. Without xdist the group marks do nothing."""
+    the longest (the fault proofs), so it is put first (xdist would otherwise order groups by
+    their number of tests, and start it late). Without xdist the group marks do nothing."""
     ray_tests = [item for item in items if item.get_closest_marker("ray") is not None]
     others = [item for item in items if item.get_closest_marker("ray") is None]
     for item in ray_tests:
