@@ -142,6 +142,17 @@ def token_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, select:
     return masked_mean(kl, torch.ones_like(kl), select)
 
 
+def _kd_row_weights(targets: torch.Tensor, weight: torch.Tensor | None, kd: torch.Tensor, T: float):
+    """What kd_and_nll_each and kd_and_nll_masked weigh each position by, from `kd` (1 at a KD
+    position): (targets clamped for gathers, w_y of the cross-entropy (0 at KD and IGNORE positions),
+    each row's softmax temperature, and the scale of its gradient direction)."""
+    safe = targets.clamp(min=0)
+    w_ce = (weight[safe] if weight is not None else torch.ones_like(kd)) * (targets != IGNORE) * (1 - kd)
+    row_t = 1 + (T - 1) * kd  # each row's temperature
+    row_scale = w_ce + T * kd  # d(term)/d(logits) = row_scale * p - (w_y at y | T q at KD rows)
+    return safe, w_ce, row_t, row_scale
+
+
 def kd_and_nll_each(logits: torch.Tensor, targets: torch.Tensor, weight: torch.Tensor | None,
                     teacher_logits: torch.Tensor, temperature: float,
                     teacher_to_student: torch.Tensor | None = None,
@@ -163,11 +174,8 @@ def kd_and_nll_each(logits: torch.Tensor, targets: torch.Tensor, weight: torch.T
     n, device = logits.shape[0], logits.device
     if kd_index is None:  # every position is a KD position: the KL alone, as kl_each
         return kl_each(logits, teacher_logits, T, teacher_to_student), torch.ones(n, device=device)
-    safe = targets.clamp(min=0)
     kd = torch.zeros(n, dtype=torch.float32, device=device).index_fill_(0, kd_index, 1.0)
-    w_ce = (weight[safe] if weight is not None else torch.ones_like(kd)) * (targets != IGNORE) * (1 - kd)
-    row_t = 1 + (T - 1) * kd  # each row's temperature
-    row_scale = w_ce + T * kd  # d(term)/d(logits) = row_scale * p - (w_y at y | T q at KD rows)
+    safe, w_ce, row_t, row_scale = _kd_row_weights(targets, weight, kd, T)
     values = torch.empty(n, dtype=torch.float32, device=device)
     direction = torch.empty_like(logits)
     with torch.no_grad():
@@ -207,12 +215,8 @@ def kd_and_nll_masked(logits: torch.Tensor, targets: torch.Tensor, weight: torch
     CUDA graph (step_graph.py); the same values and gradient as kd_and_nll_each (tested). Positions
     whose target is IGNORE carry no term and no weight, KD or not (a bucket's padding)."""
     T = float(temperature)
-    safe = targets.clamp(min=0)
-    valid = (targets != IGNORE).float()
-    kd = kd.float() * valid
-    w_ce = (weight[safe] if weight is not None else torch.ones_like(kd)) * valid * (1 - kd)
-    row_t = 1 + (T - 1) * kd
-    row_scale = w_ce + T * kd
+    kd = kd.float() * (targets != IGNORE)
+    safe, w_ce, row_t, row_scale = _kd_row_weights(targets, weight, kd, T)
     values = torch.empty(logits.shape[0], dtype=torch.float32, device=logits.device)
     direction = torch.empty_like(logits)
     with torch.no_grad():

@@ -71,6 +71,11 @@ def check_step_graph(cfg, method_cls) -> None:
                          "and the optimiser, or batches that read the model; l2kd/methods/catalog.py)")
 
 
+def graph_key(batch: Batch) -> tuple:
+    """The shapes a captured step is fixed to: one graph (and one set of input buffers) per key."""
+    return (batch.n_examples, *batch.inputs.shape, batch.n_qa, len(batch.positions))
+
+
 @dataclass
 class _Graph:
     graph: "torch.cuda.CUDAGraph"
@@ -118,7 +123,7 @@ class StepGraph:
         return pad_to_bucket(batch, bucket_of(batch, self.max_width), self.pad)
 
     def run(self, batch: Batch, lr: float) -> dict[str, torch.Tensor]:
-        key = (batch.n_examples, *batch.inputs.shape, batch.n_qa, len(batch.positions))
+        key = graph_key(batch)
         static = self.buffers.get(key)
         if static is None:  # the bucket's input buffers: every later batch of it is copied into these
             static = self.buffers[key] = batch._map(lambda t: t.to(self.device, copy=True))

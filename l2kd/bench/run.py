@@ -31,6 +31,7 @@ from ..data.batching import collate
 from ..engine import Engine
 from ..methods import make_method
 from ..model import TargetLogits
+from ..step_graph import graph_key
 from ..training import forward, make_step
 from . import decoding as decode_bench
 from .decoding import evaluation, generation
@@ -139,7 +140,7 @@ def fast_path(s: BenchSetup, plan: list[np.ndarray], precision: str, opts: Bench
     if before_timing is not None:
         before_timing()
     _, dt = _timed(s.device, lambda: [step(b) for b in timed])
-    buckets = len({(b.n_examples, *b.inputs.shape, b.n_qa, len(b.positions)) for b in batches}) if graph else None
+    buckets = len({graph_key(b) for b in batches}) if graph else None
     stepper.close()
     engine.close()
     timed_rows = [[s.rows[i] for i in idx] for idx in plan[opts.warmup:]]
