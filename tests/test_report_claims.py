@@ -97,3 +97,30 @@ def test_diagnostics_tables_and_report_header(claims_run):
     md = (claims_run / "report" / "report.md").read_text()
     assert "entropy_ratio >= 0.8 or unseen_mass >= 0.5 or distinct_predictions <= 0.2" in md
     assert "The paper's claims" in md and (claims_run / "report" / "claims.csv").is_file()
+
+
+def test_kd_stages_set_each_teacher_against_lamols_student(claims_run):
+    """The fixture's one teacher (task A, seed 1) scores 70; LAMOL scores 56 on A right after
+    learning it in seed 1's forward order and 54 in its backward order (A second): gaps +14, +16."""
+    (sec,) = collect(claims_run)
+    stages = sec.table("kd_stages").df.reset_index()
+    taught = stages[stages.teacher_score.notna()]
+    assert sorted(zip(taught.order, taught.stage, taught.seed)) == [("bw", 1, 1), ("fw", 0, 1)]
+    fw = taught[taught.order == "fw"].iloc[0]
+    assert (fw.teacher_score, fw.lamol_score, fw.teacher_gap) == (70.0, 56.0, 14.0)
+    assert taught[taught.order == "bw"].iloc[0].teacher_gap == 70.0 - 54.0
+    assert stages.teacher_gap.isna().sum() == len(stages) - 2  # no teacher, no gap: not invented
+    wk = sec.table("claims").df.loc["Word-KD beats LAMOL on average"]
+    assert "teacher − LAMOL on the stage's task +15.0 (0 of 2 stages below)" in wk.diagnostics
+    assert not any("scores below LAMOL" in n for n in sec.notes)
+
+
+def test_a_teacher_below_lamols_student_is_said(claims_run):
+    teacher = claims_run / "teachers" / f"{A}-abc" / "results.json"
+    d = json.loads(teacher.read_text())
+    d["R"] = [[40.0]]
+    teacher.write_text(json.dumps(d))
+    (sec,) = collect(claims_run)
+    assert any(n.startswith("2 of 2 KD stages had a teacher that scores below LAMOL") for n in sec.notes)
+    wk = sec.table("claims").df.loc["Word-KD beats LAMOL on average"]
+    assert "(2 of 2 stages below)" in wk.diagnostics

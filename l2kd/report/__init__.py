@@ -158,8 +158,16 @@ def _claims_tables(sec: Section, trials: list[Trial]) -> None:
         if flagged:
             sec.notes.append(f"{flagged} of {len(stages)} KD stages had a degenerate teacher (see "
                              "kd_stages; thresholds in the header): their KD rows measure a weak teacher")
+        below = stages.teacher_gap.dropna()
+        if (below < 0).any():
+            sec.notes.append(f"{int((below < 0).sum())} of {len(below)} KD stages had a teacher that scores below "
+                             "LAMOL's student on the stage's task (teacher_gap in kd_stages): distilling it "
+                             "teaches a weaker model than the gold answers do")
         sec.tables.append(Table("kd_stages", "Teacher and distillation diagnostics per KD stage",
-                                stages.set_index(["method", "order", "seed", "stage"]), digits=3))
+                                stages.set_index(["method", "order", "seed", "stage"]), digits=3,
+                                note="teacher_score: the stage's teacher on its task (its Single row, same "
+                                     "seed); lamol_score: LAMOL's score on the task right after learning it "
+                                     "(R[s][s], same seed and order); teacher_gap: the first minus the second"))
     teachers = C.teacher_diagnostics(trials)
     if not teachers.empty:
         sec.tables.append(Table("teacher_diagnostics", "Teacher diagnostics (from each teacher's manifest)",

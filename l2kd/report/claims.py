@@ -100,20 +100,41 @@ def _paper_avg(method: str) -> str:
 
 # --------------------------------------------------------------------------- diagnostics
 def stage_diagnostics(trials: list[Trial]) -> pd.DataFrame:
-    """One row per KD stage of every trial: the figures its results.json recorded."""
+    """One row per KD stage of every trial: the figures its results.json recorded, and the stage's
+    teacher against the student it teaches: the teacher's own score on the task (its Single row, same
+    seed) and LAMOL's score on it right after learning it from the gold answers (R[s][s], same seed
+    and order). A teacher below that student pulls the student down whatever its diagnostics say."""
+    teacher = _teacher_scores(trials)
+    lamol = {(t.seed, t.order_id): t.R for t in trials
+             if t.role == "lifelong" and t.base_label == BASELINE and t.complete}
     rows = []
     for t in trials:
         for s, info in enumerate(t.result.stage_info):
             kd = info.get("kd") if isinstance(info, dict) else None
             if not isinstance(kd, dict):
                 continue
+            R = lamol.get((t.seed, t.order_id))
             rows.append({"method": t.base_label, "order": t.order_id, "seed": t.seed, "stage": s,
                          "task": kd.get("task"), "T": kd.get("temperature"),
                          "entropy_ratio": kd.get("entropy_ratio"), "unseen_mass": kd.get("unseen_mass"),
                          "distinct_predictions": kd.get("distinct_predictions"),
-                         "agreement": kd.get("agreement"), "flags": ", ".join(kd.get("flags") or []) or "—"})
-    return pd.DataFrame(rows, columns=["method", "order", "seed", "stage", "task", "T", "entropy_ratio",
-                                       "unseen_mass", "distinct_predictions", "agreement", "flags"])
+                         "agreement": kd.get("agreement"), "flags": ", ".join(kd.get("flags") or []) or "—",
+                         "teacher_score": teacher.get((kd.get("task"), t.seed), np.nan),
+                         "lamol_score": float(R[s, s]) if R is not None and s < min(R.shape) else np.nan})
+    df = pd.DataFrame(rows, columns=["method", "order", "seed", "stage", "task", "T", "entropy_ratio",
+                                     "unseen_mass", "distinct_predictions", "agreement", "flags",
+                                     "teacher_score", "lamol_score"])
+    df["teacher_gap"] = df.teacher_score - df.lamol_score
+    return df
+
+
+def _teacher_scores(trials: list[Trial]) -> dict[tuple[str, int], float]:
+    """(task, seed) -> the mean score of the Single rows (the teachers) of that task and seed."""
+    scores: dict[tuple[str, int], list[float]] = {}
+    for t in trials:
+        if t.role == SINGLE and t.complete and len(t.order) == 1:
+            scores.setdefault((t.order[0], t.seed), []).append(float(t.R[0, 0]))
+    return {k: float(np.mean(v)) for k, v in scores.items()}
 
 
 def teacher_diagnostics(trials: list[Trial]) -> pd.DataFrame:
@@ -142,9 +163,14 @@ def _diag_text(stages: pd.DataFrame, method: str) -> str:
         return "not recorded"
     flagged = int((part["flags"] != "—").sum())
     f = lambda c: float(pd.to_numeric(part[c], errors="coerce").mean())  # noqa: E731
-    return (f"T={part['T'].iloc[0]:g}: entropy/logV {f('entropy_ratio'):.2f}, unseen mass "
+    text = (f"T={part['T'].iloc[0]:g}: entropy/logV {f('entropy_ratio'):.2f}, unseen mass "
             f"{f('unseen_mass'):.2f}, distinct preds {f('distinct_predictions'):.2f}, agreement "
             f"{f('agreement'):.2f}; {flagged} of {len(part)} stages flagged degenerate")
+    gap = pd.to_numeric(part["teacher_gap"], errors="coerce").dropna()
+    if len(gap):
+        text += (f"; teacher − LAMOL on the stage's task {gap.mean():+.1f} "
+                 f"({int((gap < 0).sum())} of {len(gap)} stages below)")
+    return text
 
 
 # --------------------------------------------------------------------------- the table
