@@ -108,6 +108,7 @@ def test_kd_stages_set_each_teacher_against_lamols_student(claims_run):
     assert sorted(zip(taught.order, taught.stage, taught.seed)) == [("bw", 1, 1), ("fw", 0, 1)]
     fw = taught[taught.order == "fw"].iloc[0]
     assert (fw.teacher_score, fw.lamol_score, fw.teacher_gap) == (70.0, 56.0, 14.0)
+    assert fw.student_score == 58.0  # the word_kd cell's own R[0][0] (base + 7)
     assert taught[taught.order == "bw"].iloc[0].teacher_gap == 70.0 - 54.0
     assert stages.teacher_gap.isna().sum() == len(stages) - 2  # no teacher, no gap: not invented
     wk = sec.table("claims").df.loc["Word-KD beats LAMOL on average"]

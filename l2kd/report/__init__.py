@@ -165,7 +165,8 @@ def _claims_tables(sec: Section, trials: list[Trial]) -> None:
                              "teaches a weaker model than the gold answers do")
         sec.tables.append(Table("kd_stages", "Teacher and distillation diagnostics per KD stage",
                                 stages.set_index(["method", "order", "seed", "stage"]), digits=3,
-                                note="teacher_score: the stage's teacher on its task (its Single row, same "
+                                note="student_score: the KD student on the stage's task right after it "
+                                     "(R[s][s]); teacher_score: the stage's teacher on its task (its Single row, same "
                                      "seed); lamol_score: LAMOL's score on the task right after learning it "
                                      "(R[s][s], same seed and order); teacher_gap: the first minus the second"))
     teachers = C.teacher_diagnostics(trials)

@@ -101,9 +101,10 @@ def _paper_avg(method: str) -> str:
 # --------------------------------------------------------------------------- diagnostics
 def stage_diagnostics(trials: list[Trial]) -> pd.DataFrame:
     """One row per KD stage of every trial: the figures its results.json recorded, and the stage's
-    teacher against the student it teaches: the teacher's own score on the task (its Single row, same
-    seed) and LAMOL's score on it right after learning it from the gold answers (R[s][s], same seed
-    and order). A teacher below that student pulls the student down whatever its diagnostics say."""
+    teacher against the student it teaches: the KD student's score on the task right after the stage
+    (its R[s][s]), the teacher's own score (its Single row, same seed) and LAMOL's right after learning
+    the task from the gold answers (R[s][s], same seed and order). A teacher below that student pulls
+    the student down whatever its diagnostics say."""
     teacher = _teacher_scores(trials)
     lamol = {(t.seed, t.order_id): t.R for t in trials
              if t.role == "lifelong" and t.base_label == BASELINE and t.complete}
@@ -119,11 +120,12 @@ def stage_diagnostics(trials: list[Trial]) -> pd.DataFrame:
                          "entropy_ratio": kd.get("entropy_ratio"), "unseen_mass": kd.get("unseen_mass"),
                          "distinct_predictions": kd.get("distinct_predictions"),
                          "agreement": kd.get("agreement"), "flags": ", ".join(kd.get("flags") or []) or "—",
+                         "student_score": float(t.R[s, s]) if s < min(t.R.shape) else np.nan,
                          "teacher_score": teacher.get((kd.get("task"), t.seed), np.nan),
                          "lamol_score": float(R[s, s]) if R is not None and s < min(R.shape) else np.nan})
     df = pd.DataFrame(rows, columns=["method", "order", "seed", "stage", "task", "T", "entropy_ratio",
                                      "unseen_mass", "distinct_predictions", "agreement", "flags",
-                                     "teacher_score", "lamol_score"])
+                                     "student_score", "teacher_score", "lamol_score"])
     df["teacher_gap"] = df.teacher_score - df.lamol_score
     return df
 
