@@ -121,7 +121,12 @@ def test_a_teacher_below_lamols_student_is_said(claims_run):
     d = json.loads(teacher.read_text())
     d["R"] = [[40.0]]
     teacher.write_text(json.dumps(d))
+    # a Single (QA) row of the same task and seed is no teacher: it must not lift the teacher's score
+    write_trial(claims_run / "teachers" / f"{A}-qa", [A], "single", [[90]], params={"qa_only": True},
+                **{"eval.before_training": False})
     (sec,) = collect(claims_run)
+    stages = sec.table("kd_stages").df
+    assert set(stages.teacher_score.dropna()) == {40.0}
     assert any(n.startswith("2 of 2 KD stages had a teacher that scores below LAMOL") for n in sec.notes)
     wk = sec.table("claims").df.loc["Word-KD beats LAMOL on average"]
     assert "(2 of 2 stages below)" in wk.diagnostics

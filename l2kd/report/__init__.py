@@ -168,7 +168,7 @@ def _claims_tables(sec: Section, trials: list[Trial]) -> None:
                                 note="student_score: the KD student on the stage's task right after it "
                                      "(R[s][s]); teacher_score: the stage's teacher on its task (its Single row, same "
                                      "seed); lamol_score: LAMOL's score on the task right after learning it "
-                                     "(R[s][s], same seed and order); teacher_gap: the first minus the second"))
+                                     "(R[s][s], same seed and order); teacher_gap: teacher_score minus lamol_score"))
     teachers = C.teacher_diagnostics(trials)
     if not teachers.empty:
         sec.tables.append(Table("teacher_diagnostics", "Teacher diagnostics (from each teacher's manifest)",

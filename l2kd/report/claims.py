@@ -20,6 +20,7 @@ import pandas as pd
 
 from ..methods import BASELINE, GAP_CLOSER, LOWER_BOUND, MULTITASK, SINGLE, display_name, facts, kd_methods
 from .load import Trial
+from .tables import finals, single_scores
 
 ALPHA = 0.05
 # The methods the claims are about, their names and what the paper reports for them: l2kd/methods/catalog.py
@@ -105,7 +106,7 @@ def stage_diagnostics(trials: list[Trial]) -> pd.DataFrame:
     (its R[s][s]), the teacher's own score (its Single row, same seed) and LAMOL's right after learning
     the task from the gold answers (R[s][s], same seed and order). A teacher below that student pulls
     the student down whatever its diagnostics say."""
-    teacher = _teacher_scores(trials)
+    singles = single_scores(finals(trials))  # (seed, task) -> the QA+LM Single row, the teacher
     lamol = {(t.seed, t.order_id): t.R for t in trials
              if t.role == "lifelong" and t.base_label == BASELINE and t.complete}
     rows = []
@@ -121,22 +122,13 @@ def stage_diagnostics(trials: list[Trial]) -> pd.DataFrame:
                          "distinct_predictions": kd.get("distinct_predictions"),
                          "agreement": kd.get("agreement"), "flags": ", ".join(kd.get("flags") or []) or "—",
                          "student_score": float(t.R[s, s]) if s < min(t.R.shape) else np.nan,
-                         "teacher_score": teacher.get((kd.get("task"), t.seed), np.nan),
+                         "teacher_score": singles.get((t.seed, kd.get("task")), np.nan),  # same seed only
                          "lamol_score": float(R[s, s]) if R is not None and s < min(R.shape) else np.nan})
     df = pd.DataFrame(rows, columns=["method", "order", "seed", "stage", "task", "T", "entropy_ratio",
                                      "unseen_mass", "distinct_predictions", "agreement", "flags",
                                      "student_score", "teacher_score", "lamol_score"])
     df["teacher_gap"] = df.teacher_score - df.lamol_score
     return df
-
-
-def _teacher_scores(trials: list[Trial]) -> dict[tuple[str, int], float]:
-    """(task, seed) -> the mean score of the Single rows (the teachers) of that task and seed."""
-    scores: dict[tuple[str, int], list[float]] = {}
-    for t in trials:
-        if t.role == SINGLE and t.complete and len(t.order) == 1:
-            scores.setdefault((t.order[0], t.seed), []).append(float(t.R[0, 0]))
-    return {k: float(np.mean(v)) for k, v in scores.items()}
 
 
 def teacher_diagnostics(trials: list[Trial]) -> pd.DataFrame:
